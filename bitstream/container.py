@@ -409,8 +409,9 @@ class ContainerReader:
                 raise MalformedError(f"first chunk is {head.type!r}, expected the header 'H'")
             self.header, self.n_chunks = Header.decode_body(head.body)
             self.header_chunk = head
-            if self._size is not None:
-                check_size(self.n_chunks, (self._size - self._pos) // MIN_CHUNK_BYTES, "chunk count")
+            if self._size is not None and self.n_chunks > (self._size - self._pos) // MIN_CHUNK_BYTES:
+                raise TruncatedError(f"header declares {self.n_chunks} chunks; "
+                                     f"the {self._size - self._pos} bytes left cannot hold them")
             self._first = self._pos
         except BitstreamError as err:
             self.close()

@@ -316,7 +316,8 @@ class Encoder:
         self._enc.encode(s.astype(np.int32), _model.Categorical(perfect=False), freq * (1.0 / (1 << PRECISION)))
         p64 = p.astype(np.float64)
         rows = np.arange(len(s))
-        self._ideal += float(-np.log2(p64[rows, s] / p64.sum(axis=1)).sum())
+        with np.errstate(divide="ignore"):  # a symbol the model called impossible: infinite ideal cost
+            self._ideal += float(-np.log2(p64[rows, s] / p64.sum(axis=1)).sum())
         self._n += len(s)
 
     def encode_factorized(self, values, table: CdfTable, indexes) -> None:
