@@ -50,45 +50,66 @@ class PayloadError(MalformedError):
 # ---------------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, nogil=True)
-def _quantize_rows(p, total_count):  # pragma: no cover - compiled
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows(p, total_count, out_scale):  # pragma: no cover - compiled
     """Rows of nonnegative floats -> integer frequencies summing to ``total_count``, each >= 1.
 
-    One fixed rule, no transcendental functions, a fixed summation order (sequential, no
-    fastmath), so the result is the same on every IEEE-754 machine:
-    c_k = 1 + floor(p_k * (T - K) / sum(p)); the remainder T - sum(c) goes to the first
-    largest c_k. Returns (counts, index of the first bad row or -1).
+    One fixed rule, no transcendental functions, a fixed summation order (sequential within a
+    row, no fastmath), so the result is the same on every IEEE-754 machine; rows are independent,
+    so running them on several threads changes nothing:
+    c_k = 1 + floor(p_k * (T - K) / sum(p)); the remainder T - sum(c) goes to the first largest c_k.
+    Writes ``c_k * out_scale`` (exact: a power of two) and each row's float total, or -1 for a
+    row that is not finite, nonnegative and positive in sum.
     """
     n, K = p.shape
-    out = np.empty((n, K), dtype=np.int64)
-    bad = -1
-    for i in range(n):
+    out = np.empty((n, K), dtype=np.float64)
+    totals = np.empty(n, dtype=np.float64)
+    for i in numba.prange(n):
         total = 0.0
         ok = True
         for k in range(K):
-            v = p[i, k]
+            v = np.float64(p[i, k])
             if not (v >= 0.0 and v < np.inf):
                 ok = False
             total += v
         if not ok or not (total > 0.0 and total < np.inf):
-            if bad < 0:
-                bad = i
+            totals[i] = -1.0
             for k in range(K):
-                out[i, k] = 0
+                out[i, k] = 0.0
             continue
+        totals[i] = total
         scale = (total_count - K) / total
         s = 0
         best = 0
         bestc = -1
         for k in range(K):
-            c = np.int64(np.floor(p[i, k] * scale)) + 1
+            c = np.int64(np.floor(np.float64(p[i, k]) * scale)) + 1
             out[i, k] = c
             s += c
             if c > bestc:
                 bestc = c
                 best = k
         out[i, best] += total_count - s
-    return out, bad
+        for k in range(K):
+            out[i, k] *= out_scale
+    return out, totals
+
+
+def _quantized(probs, precision: int, out_scale: float):
+    p = np.asarray(probs)
+    if p.dtype.kind != "f":
+        raise TypeError("probabilities must be a float array")
+    if p.ndim != 2 or not 2 <= p.shape[1] <= MAX_ALPHABET:
+        raise ValueError(f"probabilities must have shape (n, K) with 2 <= K <= {MAX_ALPHABET}")
+    if p.shape[1] > (1 << precision) // 2:
+        raise ValueError("alphabet too large for the precision")
+    if p.dtype not in (np.float32, np.float64):
+        p = p.astype(np.float64)
+    out, totals = _quantize_rows(np.ascontiguousarray(p), np.int64(1) << precision, out_scale)
+    if len(totals) and totals.min() < 0:
+        bad = int(np.argmin(totals))
+        raise ValueError(f"probability row {bad} is not finite, nonnegative and positive in sum")
+    return out, totals
 
 
 def quantize_probabilities(probs, precision: int = PRECISION) -> np.ndarray:
@@ -98,18 +119,15 @@ def quantize_probabilities(probs, precision: int = PRECISION) -> np.ndarray:
     Entries of zero still get frequency 1, so every symbol stays encodable.
     """
     p = np.asarray(probs)
-    if p.dtype.kind != "f":
-        raise TypeError("probabilities must be a float array")
     squeeze = p.ndim == 1
-    p2 = np.ascontiguousarray(p.reshape(1, -1) if squeeze else p, dtype=np.float64)
-    if p2.ndim != 2 or not 2 <= p2.shape[1] <= MAX_ALPHABET:
-        raise ValueError(f"probabilities must have shape (n, K) with 2 <= K <= {MAX_ALPHABET}")
-    if p2.shape[1] > (1 << precision) // 2:
-        raise ValueError("alphabet too large for the precision")
-    counts, bad = _quantize_rows(p2, np.int64(1) << precision)
-    if bad >= 0:
-        raise ValueError(f"probability row {bad} is not finite, nonnegative and positive in sum")
+    out, _ = _quantized(p.reshape(1, -1) if squeeze else p, precision, 1.0)
+    counts = out.astype(np.int64)
     return counts[0] if squeeze else counts
+
+
+def _coder_probabilities(probs):
+    """What constriction receives: the exact fractions c_k / 2**24, and each row's float total."""
+    return _quantized(probs, PRECISION, 1.0 / (1 << PRECISION))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,12 +330,11 @@ class Encoder:
         K = p.shape[1]
         if s.min() < 0 or s.max() >= K:
             raise ValueError(f"symbols must lie in 0..{K - 1}")
-        freq = quantize_probabilities(p)
-        self._enc.encode(s.astype(np.int32), _model.Categorical(perfect=False), freq * (1.0 / (1 << PRECISION)))
-        p64 = p.astype(np.float64)
-        rows = np.arange(len(s))
+        fractions, totals = _coder_probabilities(p)
+        self._enc.encode(s.astype(np.int32), _model.Categorical(perfect=False), fractions)
+        chosen = p[np.arange(len(s)), s].astype(np.float64)
         with np.errstate(divide="ignore"):  # a symbol the model called impossible: infinite ideal cost
-            self._ideal += float(-np.log2(p64[rows, s] / p64.sum(axis=1)).sum())
+            self._ideal += float(-np.log2(chosen / totals).sum())
         self._n += len(s)
 
     def encode_factorized(self, values, table: CdfTable, indexes) -> None:
@@ -397,8 +414,8 @@ class Decoder:
             raise ValueError("probabilities must have shape (n, K)")
         if not len(p):
             return np.zeros(0, dtype=np.int64)
-        freq = quantize_probabilities(p)
-        return self._decode(_model.Categorical(perfect=False), freq * (1.0 / (1 << PRECISION)))
+        fractions, _ = _coder_probabilities(p)
+        return self._decode(_model.Categorical(perfect=False), fractions)
 
     def decode_factorized(self, table: CdfTable, indexes) -> np.ndarray:
         """Decode values coded by :meth:`Encoder.encode_factorized`; the result has ``indexes``' shape."""

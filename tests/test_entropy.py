@@ -169,3 +169,18 @@ def test_bad_model_inputs_are_value_errors():
         bs.encode_categorical([3], np.ones((1, 3)))
     with pytest.raises(TypeError):
         bs.quantize_probabilities(np.ones((1, 3), dtype=int))
+
+
+def test_coder_model_matches_format_md():
+    """FORMAT.md section 9 step 3: L_k = floor(C_k (T-K) / T) + k. With c = [1, 1, T-2] that gives
+    symbol 1 a frequency of 2, so it costs 23 bits, not 24."""
+    T = 1 << PRECISION
+    p = np.tile(np.array([1.0, 1.0, T - 2.0]), (1000, 1))
+    enc = bs.Encoder()
+    enc.encode_categorical(np.ones(1000, int), p)
+    assert 23000 <= 8 * len(enc.to_bytes()) <= 23000 + 64
+    # An all-zero stream is stored as nothing at all (trailing zeros are dropped) and still decodes.
+    p = np.tile(np.array([1.0, T - 1.0]), (1000, 1))
+    data = bs.encode_categorical(np.zeros(1000, int), p)
+    assert data == b""
+    assert not bs.decode_categorical(data, p).any()

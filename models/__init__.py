@@ -1,0 +1,1 @@
+"""models: likelihoods, conditionals, latents and reconstructions; never file formats."""

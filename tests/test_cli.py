@@ -1,0 +1,58 @@
+"""Command-line behaviour: one-line errors with exit status 2, the inspect command, the demo."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import GOLDEN, ROOT
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd or ROOT)
+
+
+def test_inspect_golden():
+    r = run("-m", "bitstream", str(GOLDEN / "sample.ncf"))
+    assert r.returncode == 0, r.stderr
+    assert "codec generic" in r.stdout and "24000/1001" in r.stdout and "all CRCs ok" in r.stdout
+    r = run("-m", "bitstream", "--json", str(GOLDEN / "sample.ncf"))
+    d = json.loads(r.stdout)
+    assert d["items"] == 3 and d["archive"] and [c["type"] for c in d["chunks"]] == ["H", "t", "B", "B"]
+
+
+def test_inspect_bad_files(tmp_path):
+    data = (GOLDEN / "sample.ncf").read_bytes()
+    cases = {"trunc.ncf": data[:-3], "flip.ncf": data[:50] + bytes([data[50] ^ 1]) + data[51:],
+             "text.ncf": b"hello world", "empty.ncf": b""}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        r = run("-m", "bitstream", str(tmp_path / name))
+        assert r.returncode == 2, (name, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        assert r.stderr.startswith(f"bitstream: error: {tmp_path / name}: ")
+    r = run("-m", "bitstream", str(tmp_path / "missing.ncf"))
+    assert r.returncode == 2 and "missing.ncf" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_quickstart_demo(tmp_path):
+    out = tmp_path / "camera.ncf"
+    r = run(str(ROOT / "tools" / "quickstart.py"), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "PNG" in r.stdout and out.exists()
+    r = run(str(ROOT / "tools" / "quickstart.py"), "-o", str(out))  # refuses to overwrite
+    assert r.returncode == 2 and "--force" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_readme_snippet_runs(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    r = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "README.md" in ci and "test-command" in ci
+    text = (ROOT / "README.md").read_text()
+    line = text.split("<!-- test-command -->", 1)[1].split("```bash\n", 1)[1].split("\n", 1)[0]
+    assert "pytest" in line and "pip install" in line
