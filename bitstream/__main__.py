@@ -23,9 +23,9 @@ def describe(path: str) -> dict:
         n_items = payload = 0
         texts = {}
         for i, c in enumerate(r.chunks(), start=1):
-            k = 1 if c.type == ITEM else len(decode_batch(c.body)) if c.type == BATCH else 0
-            if k:
-                payload += len(c.body) if c.type == ITEM else sum(len(x) for x in decode_batch(c.body))
+            items = [c.body] if c.type == ITEM else decode_batch(c.body) if c.type == BATCH else []
+            k = len(items)
+            payload += sum(map(len, items))
             if c.type == TEXT:
                 key, _, value = c.body.partition(b"\0")
                 texts[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")

@@ -325,7 +325,7 @@ class ContainerWriter:
         if chunk_type == ITEM:
             self._items += 1
         elif chunk_type == BATCH:
-            self._items += len(decode_batch(body))
+            self._items += decode_uvarint(body)[0]
         self._write(encode_chunk(chunk_type, body))
         self._written += 1
 
@@ -580,6 +580,8 @@ class ContainerReader:
                     head_bytes = self._read(min(length, MAX_VARINT_BYTES))
                     k, _ = decode_uvarint(head_bytes)
                     check_size(k, length, "batch item count")
+                    if k == 0:
+                        raise MalformedError(f"batch chunk with no items at byte {offset}")
                 out.append(ChunkInfo(t, offset, body_offset, length, k, n_items))
                 n_items += k
                 self._seek(body_offset + length + 4)
