@@ -118,7 +118,7 @@ class Header:
     count: int | None = None  # frames of a video, items of an archive
     fps: Fraction | None = None
     params: bytes = b""
-    archive: bool = False  # items are independent (a data set in one file)
+    archive: bool = False  # the file holds `count` independent media items (a data set in one file)
 
     def __post_init__(self):
         if not 0 <= int(self.kind) <= 255:
@@ -308,7 +308,6 @@ class ContainerWriter:
         self._f = f
         self._expected = n_chunks
         self._written = 0
-        self._items = 0
         self.header = header
         self.nbytes = 0
         self._write(SIGNATURE + encode_chunk(HEADER, header.encode_body(n_chunks)))
@@ -322,10 +321,6 @@ class ContainerWriter:
             raise ValueError("the header chunk is written once, by the constructor")
         if self._written >= self._expected:
             raise ValueError(f"more chunks than the {self._expected} declared in the header")
-        if chunk_type == ITEM:
-            self._items += 1
-        elif chunk_type == BATCH:
-            self._items += decode_uvarint(body)[0]
         self._write(encode_chunk(chunk_type, body))
         self._written += 1
 
@@ -338,8 +333,6 @@ class ContainerWriter:
     def close(self) -> None:
         if self._written != self._expected:
             raise ValueError(f"{self._written} chunks written, header declares {self._expected}")
-        if self.header.archive and self._items != self.header.count:
-            raise ValueError(f"archive holds {self._items} items, header declares {self.header.count}")
 
 
 def write_container(header: Header, chunks: Iterable[tuple[str, bytes]]) -> bytes:
@@ -502,21 +495,18 @@ class ContainerReader:
         if is_critical(t) and t not in self._critical:
             raise UnknownCriticalChunkError(f"unknown critical chunk type {t!r}")
 
-    def _check_end(self, n_items: int) -> None:
+    def _check_end(self) -> None:
         if self._size is not None:
             if self._pos != self._size:
                 raise MalformedError(f"{self._size - self._pos} bytes of trailing data after the last chunk")
         elif self._f.read(1):
             raise MalformedError("trailing data after the last chunk")
-        if self.header.archive and n_items != self.header.count:
-            raise MalformedError(f"archive holds {n_items} items, header declares {self.header.count}")
 
     # -- streaming -------------------------------------------------------------------------------
     def _walk(self) -> Iterator[tuple[Chunk, list[bytes]]]:
         """Every chunk after the header with the items it holds, CRC- and structure-checked."""
         try:
             self._seek(self._first)
-            n_items = 0
             for _ in range(self.n_chunks):
                 chunk = self._read_chunk_at_cursor()
                 self._check_type(chunk.type)
@@ -526,9 +516,8 @@ class ContainerReader:
                     items = decode_batch(chunk.body)
                 else:
                     items = []
-                n_items += len(items)
                 yield chunk, items
-            self._check_end(n_items)
+            self._check_end()
         except BitstreamError as err:
             raise err.with_name(self.name) from None
 
@@ -585,7 +574,7 @@ class ContainerReader:
                 out.append(ChunkInfo(t, offset, body_offset, length, k, n_items))
                 n_items += k
                 self._seek(body_offset + length + 4)
-            self._check_end(n_items)
+            self._check_end()
         except BitstreamError as err:
             raise err.with_name(self.name) from None
         self._index = out
