@@ -1,0 +1,687 @@
+"""Hidden Chow-Liu Tree (HCLT) probabilistic circuits over uint8 pixels, trained by EM.
+
+An HCLT (Liu, Mandt & Van den Broeck, ICLR 2022) is a latent tree model. A Chow-Liu tree over the
+pixels X_1..X_D is learned from data; every pixel v gets a hidden variable Z_v with K states placed
+at v's node of that tree, and
+
+    p(x) = sum_z  pi(z_root) * prod_{v != root} T_v(z_v | z_parent(v)) * prod_v E_v(x_v | z_v).
+
+Parameters (float64, stored as logs): a root prior ``pi`` (K,), one K x K transition per tree
+edge ``log_trans[v, z_parent, z_v]`` and one K x 256 emission ("leaf categorical") per pixel
+``log_emit[v, z_v, u]``.
+
+Inference is one upward pass over the tree, O(D K^2) per sample. Messages stay in the log domain,
+each node's message is shifted by its maximum before it is exponentiated, so the K x K product
+with the (linear) transition runs on numbers in [0, 1] and cannot underflow to a wrong answer
+(log-sum-exp without one ``exp`` per matrix entry). Kernels are numba-compiled, parallel over
+samples, with no fastmath: the compressor downstream needs the same floats on every run.
+
+Training (:func:`fit_em`) is mini-batch EM with "inertia" (the new parameters are a blend of the
+old ones and the EM update, the old share growing over epochs) followed by full-batch EM, with a
+Laplace pseudocount added to every expected count. Expected counts are accumulated in a fixed
+number of sample chunks (or per pixel), never in thread-dependent order, so training with a
+given seed gives bit-identical parameters whatever the thread count.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from typing import Callable, Sequence
+
+import numba
+import numpy as np
+from numba import prange
+
+#: Alphabet of one pixel.
+N_VALUES = 256
+#: E-step transition counts are summed in this many sample chunks (fixed, independent of the
+#: thread count) and the chunk sums added in index order, so the float result never depends on
+#: which thread ran what.
+N_CHUNKS = 8
+#: Samples per task in the log-likelihood kernel (scratch buffers are allocated per task).
+_LL_TASK = 32
+#: Upper bound on the float64 entries of the per-block posterior buffer (B x D x K) of the E-step.
+_GAMMA_BUDGET = 1 << 23
+#: Tolerance when checking that stored distributions are normalised.
+_NORM_TOL = 1e-6
+#: Format number written into saved model files.
+_FILE_VERSION = 1
+
+
+# =============================================================================================
+# Structure: Chow-Liu tree on quantised pixels, rooted at its centre
+# =============================================================================================
+
+
+@numba.njit(cache=True)
+def _mi_row(qt, i, marg, logtab, joint, mi):  # pragma: no cover - compiled
+    """Fill mi[i, j] and mi[j, i] for all j > i from joint histograms of (pixel i, pixel j)."""
+    D, N = qt.shape
+    n_bins = joint.shape[0]
+    log_n = logtab[N]
+    for j in range(i + 1, D):
+        joint[:, :] = 0
+        for n in range(N):
+            joint[qt[i, n], qt[j, n]] += 1
+        acc = 0.0
+        for a in range(n_bins):
+            if marg[i, a] == 0:
+                continue
+            for b in range(n_bins):
+                c = joint[a, b]
+                if c > 0:
+                    acc += c * (logtab[c] + log_n - logtab[marg[i, a]] - logtab[marg[j, b]])
+        mi[i, j] = acc / N
+        mi[j, i] = acc / N
+
+
+@numba.njit(cache=True, parallel=True)
+def _pairwise_mi(qt, n_bins):  # pragma: no cover - compiled
+    """Mutual information (nats) of every pixel pair from quantised data ``qt`` (D, N).
+
+    Each pair's joint histogram is counted and reduced by one task; task k does rows k and
+    D-1-k so the triangular workload splits evenly over threads. Every entry is computed by one
+    fixed sequential loop, so the matrix does not depend on the thread count.
+    """
+    D, N = qt.shape
+    logtab = np.empty(N + 1)
+    logtab[0] = 0.0
+    for c in range(1, N + 1):
+        logtab[c] = np.log(c)
+    marg = np.zeros((D, n_bins), dtype=np.int64)
+    for v in range(D):
+        for n in range(N):
+            marg[v, qt[v, n]] += 1
+    mi = np.zeros((D, D))
+    for k in prange((D + 1) // 2):
+        joint = np.empty((n_bins, n_bins), dtype=np.int64)
+        lo = np.int64(k)
+        hi = np.int64(D - 1) - lo
+        _mi_row(qt, lo, marg, logtab, joint, mi)
+        if hi != lo:
+            _mi_row(qt, hi, marg, logtab, joint, mi)
+    return mi
+
+
+def _max_spanning_tree(w: np.ndarray) -> np.ndarray:
+    """Prim's algorithm on a dense symmetric weight matrix; returns (D-1, 2) edges.
+
+    O(D^2) numpy work. Ties go to the smallest index (``argmax`` takes the first maximum and a
+    node's best link only changes on a strictly larger weight), so the tree is deterministic.
+    """
+    D = w.shape[0]
+    in_tree = np.zeros(D, dtype=bool)
+    in_tree[0] = True
+    best = w[0].astype(np.float64).copy()
+    best_from = np.zeros(D, dtype=np.int64)
+    edges = np.empty((max(D - 1, 0), 2), dtype=np.int64)
+    for e in range(D - 1):
+        cand = np.where(in_tree, -np.inf, best)
+        v = int(np.argmax(cand))
+        edges[e] = (best_from[v], v)
+        in_tree[v] = True
+        better = (w[v] > best) & ~in_tree
+        best[better] = w[v][better]
+        best_from[better] = v
+    return edges
+
+
+def _adjacency(D: int, edges: np.ndarray) -> list[list[int]]:
+    adj: list[list[int]] = [[] for _ in range(D)]
+    for a, b in edges.tolist():
+        adj[a].append(b)
+        adj[b].append(a)
+    for nbrs in adj:
+        nbrs.sort()  # fixed visiting order -> deterministic BFS
+    return adj
+
+
+def _bfs(adj: list[list[int]], start: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and BFS parents (-1 at ``start``) from ``start`` in a tree."""
+    D = len(adj)
+    dist = np.full(D, -1, dtype=np.int64)
+    par = np.full(D, -1, dtype=np.int64)
+    dist[start] = 0
+    queue = deque([start])
+    while queue:
+        u = queue.popleft()
+        for v in adj[u]:
+            if dist[v] < 0:
+                dist[v] = dist[u] + 1
+                par[v] = u
+                queue.append(v)
+    return dist, par
+
+
+def _tree_centre(adj: list[list[int]]) -> int:
+    """The node of minimum eccentricity (smallest index of the two when there are two).
+
+    The centre of a tree is the middle of any longest path, found by two breadth-first searches
+    (farthest node from 0, then farthest node from that one) in O(D).
+    """
+    dist0, _ = _bfs(adj, 0)
+    a = int(np.argmax(dist0))
+    dist_a, par_a = _bfs(adj, a)
+    b = int(np.argmax(dist_a))
+    path = [b]
+    while path[-1] != a:
+        path.append(int(par_a[path[-1]]))
+    L = len(path) - 1
+    return min(path[L // 2], path[(L + 1) // 2])
+
+
+def learn_structure(data: np.ndarray, n_bins: int = 16, seed: int = 0,
+                    max_samples: int = 4096) -> np.ndarray:
+    """Chow-Liu tree over the pixels of ``data`` (N, D) uint8; returns ``parent`` (D,) int64.
+
+    Mutual information is estimated on pixels quantised to ``n_bins`` equal bins (value * n_bins
+    // 256): the exact 256-value MI needs a 256 x 256 joint histogram for each of the D^2/2 pairs
+    (about 20 G counters' worth of work for MNIST and much more for 32 x 32 x 3), while 16 bins
+    keep the strong neighbour dependencies that decide a Chow-Liu tree at 1/256 of the cost.
+    At most ``max_samples`` rows (a ``seed``-ed random subset) are used, for the same reason.
+
+    The maximum spanning tree (Prim, O(D^2)) is rooted at its centre, the node that minimises
+    the tree height: the height bounds the depth of the passes a coder has to run. Ties are
+    broken by index, so the result depends only on ``data``, ``n_bins``, ``seed``.
+    ``parent[root] == -1``.
+    """
+    data = _check_images(data, None, "data")
+    if not 2 <= n_bins <= N_VALUES:
+        raise ValueError(f"n_bins must be in [2, 256], got {n_bins}")
+    N, D = data.shape
+    if N == 0:
+        raise ValueError("learn_structure needs at least one sample")
+    if N > max_samples:
+        rows = np.sort(np.random.default_rng(seed).choice(N, size=max_samples, replace=False))
+        data = data[rows]
+    q = ((data.astype(np.uint16) * n_bins) >> 8).astype(np.uint8)
+    mi = _pairwise_mi(np.ascontiguousarray(q.T), n_bins)
+    edges = _max_spanning_tree(mi)
+    adj = _adjacency(D, edges)
+    root = _tree_centre(adj)
+    _, parent = _bfs(adj, root)
+    return parent
+
+
+def _children(parent: np.ndarray) -> tuple[int, list[list[int]]]:
+    """Root and sorted child lists of a parent array; ValueError unless it is one tree."""
+    parent = np.asarray(parent)
+    if parent.ndim != 1 or parent.size == 0 or not np.issubdtype(parent.dtype, np.integer):
+        raise ValueError("parent must be a non-empty 1-D integer array")
+    D = parent.size
+    roots = np.flatnonzero(parent == -1)
+    if roots.size != 1:
+        raise ValueError(f"parent must have exactly one root (-1), found {roots.size}")
+    if np.any((parent < -1) | (parent >= D)):
+        raise ValueError("parent entries must be -1 or a node index")
+    children: list[list[int]] = [[] for _ in range(D)]
+    for v, p in enumerate(parent.tolist()):
+        if p >= 0:
+            children[p].append(v)
+    return int(roots[0]), children
+
+
+def topological_order(parent: np.ndarray) -> np.ndarray:
+    """Breadth-first node order, root first, children in index order; every parent precedes
+    its children. Raises ValueError if ``parent`` is not a single tree (cycle, unreachable node)."""
+    root, children = _children(parent)
+    order = [root]
+    head = 0
+    while head < len(order):
+        order.extend(children[order[head]])
+        head += 1
+    if len(order) != len(children):
+        raise ValueError("parent does not describe a tree (cycle or unreachable nodes)")
+    return np.asarray(order, dtype=np.int64)
+
+
+def tree_height(parent: np.ndarray) -> int:
+    """Number of edges on the longest root-to-leaf path."""
+    order = topological_order(parent)
+    parent = np.asarray(parent, dtype=np.int64)
+    depth = np.zeros(parent.size, dtype=np.int64)
+    for v in order[1:].tolist():  # BFS order: a parent's depth is known before its children's
+        depth[v] = depth[parent[v]] + 1
+    return int(depth.max())
+
+
+# =============================================================================================
+# Compiled passes
+# =============================================================================================
+
+
+@numba.njit(cache=True)
+def _upward(x, mask, order, parent, emit_t, trans, prior, beta, s, shift):  # pragma: no cover
+    """Upward pass for one sample; returns log p(x observed by ``mask``), -inf if impossible.
+
+    Leaves ``beta[v] = exp(log beta_v - shift[v])`` (the shifted inside message of node v: its
+    emission times its children's messages) and ``s[v, zp] = sum_zc T_v[zp, zc] beta[v, zc]``,
+    which the downward pass of the E-step reuses. Unobserved pixels contribute an emission of 1.
+    """
+    D = order.shape[0]
+    K = prior.shape[0]
+    for v in range(D):
+        if mask[v]:
+            xv = x[v]
+            for z in range(K):
+                beta[v, z] = emit_t[v, xv, z]
+        else:
+            for z in range(K):
+                beta[v, z] = 0.0
+    for t in range(D - 1, -1, -1):
+        v = order[t]
+        m = -np.inf
+        for z in range(K):
+            if beta[v, z] > m:
+                m = beta[v, z]
+        if m == -np.inf:
+            return -np.inf
+        shift[v] = m
+        for z in range(K):
+            beta[v, z] = np.exp(beta[v, z] - m)
+        if t == 0:
+            tot = 0.0
+            for z in range(K):
+                tot += prior[z] * beta[v, z]
+            return m + np.log(tot)
+        p = parent[v]
+        for zp in range(K):
+            acc = 0.0
+            for zc in range(K):
+                acc += trans[v, zp, zc] * beta[v, zc]
+            s[v, zp] = acc
+            beta[p, zp] += m + np.log(acc)
+    return -np.inf
+
+
+@numba.njit(cache=True)
+def _downward(order, parent, trans, prior, beta, s, gamma, tcount):  # pragma: no cover
+    """Posterior marginals ``gamma`` (D, K) of one sample after :func:`_upward`; adds the edge
+    posteriors P(z_parent, z_v | x) into ``tcount`` (D, K, K).
+
+    Given its parent's state, Z_v depends only on the evidence below v, so
+    P(zp, zc | x) = P(zp | x) * T_v[zp, zc] * beta_v[zc] / s_v[zp]: no outside messages needed.
+    """
+    D = order.shape[0]
+    K = prior.shape[0]
+    r = order[0]
+    tot = 0.0
+    for z in range(K):
+        gamma[r, z] = prior[z] * beta[r, z]
+        tot += gamma[r, z]
+    for z in range(K):
+        gamma[r, z] /= tot
+    for t in range(1, D):
+        v = order[t]
+        p = parent[v]
+        for zc in range(K):
+            gamma[v, zc] = 0.0
+        for zp in range(K):
+            gp = gamma[p, zp]
+            if gp == 0.0:
+                continue
+            w = gp / s[v, zp]
+            for zc in range(K):
+                xi = w * trans[v, zp, zc] * beta[v, zc]
+                tcount[v, zp, zc] += xi
+                gamma[v, zc] += xi
+
+
+@numba.njit(cache=True, parallel=True)
+def _loglik_batch(x, mask, order, parent, emit_t, trans, prior):  # pragma: no cover - compiled
+    """log p(x_n observed by mask_n) for every row; tasks of ``_LL_TASK`` samples share scratch."""
+    N, D = x.shape
+    K = prior.shape[0]
+    out = np.empty(N)
+    n_tasks = (N + _LL_TASK - 1) // _LL_TASK
+    for task in prange(n_tasks):
+        beta = np.empty((D, K))
+        s = np.empty((D, K))
+        shift = np.empty(D)
+        for n in range(task * _LL_TASK, min(N, (task + 1) * _LL_TASK)):
+            out[n] = _upward(x[n], mask[n], order, parent, emit_t, trans, prior, beta, s, shift)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _estep_block(x, order, parent, emit_t, trans, prior, tcounts, gamma, ll):  # pragma: no cover
+    """E-step on a block of samples: fills ``ll`` (B,) and posteriors ``gamma`` (B, D, K), adds
+    edge counts into ``tcounts`` (N_CHUNKS, D, K, K).
+
+    Sample chunk c (a fixed contiguous range, independent of the thread count) only touches
+    ``tcounts[c]`` and processes its samples in order, so the sums are reproducible.
+    Impossible samples (log p = -inf) get zero posteriors and contribute nothing.
+    """
+    B, D = x.shape
+    K = prior.shape[0]
+    n_chunks = tcounts.shape[0]
+    for c in prange(n_chunks):
+        beta = np.empty((D, K))
+        s = np.empty((D, K))
+        shift = np.empty(D)
+        ones = np.ones(D, dtype=np.bool_)
+        tc = tcounts[c]
+        for n in range(c * B // n_chunks, (c + 1) * B // n_chunks):
+            lp = _upward(x[n], ones, order, parent, emit_t, trans, prior, beta, s, shift)
+            ll[n] = lp
+            if lp == -np.inf:
+                gamma[n, :, :] = 0.0
+                continue
+            _downward(order, parent, trans, prior, beta, s, gamma[n], tc)
+
+
+@numba.njit(cache=True, parallel=True)
+def _emit_reduce(x, gamma, ecounts):  # pragma: no cover - compiled
+    """ecounts[v, x_nv, :] += gamma[n, v, :]: parallel over pixels, samples in order per pixel."""
+    B, D = x.shape
+    K = gamma.shape[2]
+    for v in prange(D):
+        for n in range(B):
+            xv = x[n, v]
+            for z in range(K):
+                ecounts[v, xv, z] += gamma[n, v, z]
+
+
+# =============================================================================================
+# Model
+# =============================================================================================
+
+
+def _check_images(x, D: int | None, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        raise ValueError(f"{name} must be uint8, got {x.dtype}")
+    if x.ndim != 2 or (D is not None and x.shape[1] != D):
+        want = f"(N, {D})" if D is not None else "(N, D)"
+        raise ValueError(f"{name} must have shape {want}, got {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def _logsumexp(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+
+
+class HCLT:
+    """An HCLT: tree ``parent`` (D,), ``log_prior`` (K,), ``log_trans`` (D, K, K) [row = parent
+    state, column = child state; the root's matrix is unused], ``log_emit`` (D, K, 256).
+
+    Arrays are float64 logs; the constructor validates shapes, dtypes and normalisation, so a
+    model that exists is usable. Treat instances as immutable (EM returns new ones): the linear
+    and transposed copies the kernels read are computed once, at construction.
+    """
+
+    def __init__(self, parent, log_prior, log_trans, log_emit):
+        self.parent = np.ascontiguousarray(parent, dtype=np.int64)
+        self.log_prior = np.ascontiguousarray(log_prior, dtype=np.float64)
+        self.log_trans = np.ascontiguousarray(log_trans, dtype=np.float64)
+        self.log_emit = np.ascontiguousarray(log_emit, dtype=np.float64)
+        self.order = topological_order(self.parent)
+        self._validate()
+        # What the kernels read: linear prior/transitions, emissions indexed [v, value, state].
+        self._prior = np.exp(self.log_prior)
+        self._trans = np.exp(self.log_trans)
+        self._emit_t = np.ascontiguousarray(self.log_emit.transpose(0, 2, 1))
+
+    # -- basic properties -----------------------------------------------------------------------
+
+    @property
+    def D(self) -> int:
+        return int(self.parent.size)
+
+    @property
+    def K(self) -> int:
+        return int(self.log_prior.size)
+
+    @property
+    def root(self) -> int:
+        return int(self.order[0])
+
+    def _validate(self) -> None:
+        D, K = self.D, self.K
+        if K < 1:
+            raise ValueError("log_prior must have at least one state")
+        if self.log_trans.shape != (D, K, K):
+            raise ValueError(f"log_trans must have shape {(D, K, K)}, got {self.log_trans.shape}")
+        if self.log_emit.shape != (D, K, N_VALUES):
+            raise ValueError(f"log_emit must have shape {(D, K, N_VALUES)}, got {self.log_emit.shape}")
+        edges = np.flatnonzero(self.parent >= 0)
+        for name, arr in (("log_prior", self.log_prior), ("log_trans", self.log_trans[edges]),
+                          ("log_emit", self.log_emit)):
+            if np.any(np.isnan(arr)) or np.any(arr == np.inf):
+                raise ValueError(f"{name} contains NaN or +inf")
+            if arr.size and np.max(np.abs(_logsumexp(arr, -1))) > _NORM_TOL:
+                raise ValueError(f"{name} rows are not normalised distributions")
+
+    # -- construction and files -----------------------------------------------------------------
+
+    @classmethod
+    def random(cls, parent, K: int, seed: int = 0) -> "HCLT":
+        """Random positive parameters (each entry uniform in [0.5, 1.5] before normalising):
+        far enough from uniform for EM to break the symmetry between hidden states, never so
+        close to zero that a state starts out dead. The root's unused matrix is uniform."""
+        parent = np.asarray(parent, dtype=np.int64)
+        D = parent.size
+        rng = np.random.default_rng(seed)
+
+        def dist(*shape):
+            p = rng.uniform(0.5, 1.5, size=shape)
+            return np.log(p / p.sum(-1, keepdims=True))
+
+        log_prior = dist(K)
+        log_trans = dist(D, K, K)
+        log_trans[parent == -1] = -np.log(K)
+        log_emit = dist(D, K, N_VALUES)
+        return cls(parent, log_prior, log_trans, log_emit)
+
+    def save(self, path) -> None:
+        """Write an uncompressed ``.npz`` (no pickled objects) to exactly ``path``."""
+        with open(path, "wb") as f:
+            np.savez(f, version=np.int64(_FILE_VERSION), parent=self.parent,
+                     log_prior=self.log_prior, log_trans=self.log_trans, log_emit=self.log_emit)
+
+    @classmethod
+    def load(cls, path) -> "HCLT":
+        """Read a file written by :meth:`save`; ValueError naming ``path`` for anything else
+        (not an npz, pickled content, missing arrays, wrong dtypes/shapes, unnormalised rows)."""
+        keys = ("version", "parent", "log_prior", "log_trans", "log_emit")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in keys if k not in z.files]
+                if missing:
+                    raise ValueError(f"missing arrays {missing}")
+                arrs = {k: z[k] for k in keys}
+            if arrs["version"].shape != () or int(arrs["version"]) != _FILE_VERSION:
+                raise ValueError(f"unsupported version {arrs['version']!r}")
+            if arrs["parent"].dtype != np.int64:
+                raise ValueError(f"parent must be int64, got {arrs['parent'].dtype}")
+            for k in keys[2:]:
+                if arrs[k].dtype != np.float64:
+                    raise ValueError(f"{k} must be float64, got {arrs[k].dtype}")
+            if arrs["log_prior"].ndim != 1:
+                raise ValueError("log_prior must be 1-D")
+            return cls(arrs["parent"], arrs["log_prior"], arrs["log_trans"], arrs["log_emit"])
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # np.load raises OSError/ValueError/BadZipFile/EOFError...
+            raise ValueError(f"{os.fspath(path)}: not a valid HCLT model file: {e}") from e
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def _run_loglik(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return _loglik_batch(x, mask, self.order, self.parent, self._emit_t, self._trans,
+                             self._prior)
+
+    def loglik(self, x) -> np.ndarray:
+        """Exact log p(x) in nats for each row of ``x`` (N, D) uint8."""
+        x = _check_images(x, self.D, "x")
+        return self._run_loglik(x, np.ones(x.shape, dtype=np.bool_))
+
+    def marginal_loglik(self, x, observed) -> np.ndarray:
+        """log p(x restricted to ``observed``) for each row: unobserved pixels are summed out
+        (their emission is 1, so their value in ``x`` is ignored). All-False rows give 0."""
+        x = _check_images(x, self.D, "x")
+        observed = np.asarray(observed)
+        if observed.dtype != np.bool_ or observed.shape != x.shape:
+            raise ValueError(f"observed must be a bool array of shape {x.shape}")
+        return self._run_loglik(x, np.ascontiguousarray(observed))
+
+    def conditionals_naive(self, x, order) -> np.ndarray:
+        """(D, 256) table: row t is p(X_order[t] = u | x_order[<t]) for u = 0..255.
+
+        The naive O(D * |circuit|) reference: position t costs one full marginal upward pass
+        for each of the 256 candidate values (run as one batch of 256). It exists to check the
+        fast conditionals of a coder, not to be fast. Rows sum to 1.
+        """
+        x = _check_images(np.asarray(x)[None], self.D, "x")[0]
+        order = np.asarray(order, dtype=np.int64)
+        if order.shape != (self.D,) or not np.array_equal(np.sort(order), np.arange(self.D)):
+            raise ValueError("order must be a permutation of range(D)")
+        values = np.arange(N_VALUES, dtype=np.uint8)
+        batch = np.repeat(x[None], N_VALUES, axis=0)
+        mask = np.zeros((N_VALUES, self.D), dtype=np.bool_)
+        out = np.empty((self.D, N_VALUES))
+        for t, v in enumerate(order.tolist()):
+            mask[:, v] = True
+            batch[:, v] = values
+            lp = self._run_loglik(batch, mask)
+            p = np.exp(lp - lp.max())
+            out[t] = p / p.sum()
+            batch[:, v] = x[v]
+        return out
+
+
+# =============================================================================================
+# EM
+# =============================================================================================
+
+
+def bits_per_dim(avg_loglik: float, D: int) -> float:
+    """Average log-likelihood per sample (nats) -> bits per pixel."""
+    return -avg_loglik / (D * math.log(2.0))
+
+
+def expected_counts(model: HCLT, data) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """E-step: expected sufficient statistics of ``data`` under ``model``.
+
+    Returns (prior counts (K,), transition counts (D, K, K), emission counts (D, K, 256),
+    per-sample log-likelihoods (N,)). Samples go through in blocks whose size depends only on
+    D and K (to bound the B x D x K posterior buffer), so the summation order, and hence every
+    bit of the result, is a function of the inputs alone.
+    """
+    data = _check_images(data, model.D, "data")
+    N, D, K = data.shape[0], model.D, model.K
+    block = max(N_CHUNKS, _GAMMA_BUDGET // (D * K))
+    tcounts = np.zeros((N_CHUNKS, D, K, K))
+    ecounts = np.zeros((D, N_VALUES, K))
+    pcounts = np.zeros(K)
+    ll = np.empty(N)
+    gamma = np.empty((min(block, max(N, 1)), D, K))
+    for lo in range(0, N, block):
+        xb = data[lo:lo + block]
+        g = gamma[:xb.shape[0]]
+        _estep_block(xb, model.order, model.parent, model._emit_t, model._trans, model._prior,
+                     tcounts, g, ll[lo:lo + xb.shape[0]])
+        _emit_reduce(xb, g, ecounts)
+        pcounts += g[:, model.root, :].sum(axis=0)
+    trans = tcounts[0].copy()
+    for c in range(1, N_CHUNKS):  # fixed order
+        trans += tcounts[c]
+    return pcounts, trans, np.ascontiguousarray(ecounts.transpose(0, 2, 1)), ll
+
+
+def _update(counts: np.ndarray, pseudocount: float, old_log: np.ndarray,
+            inertia: float) -> np.ndarray:
+    """Normalise counts + pseudocount along the last axis, blend with the old distribution.
+
+    A row with no mass at all (possible only with pseudocount 0) keeps its old values: it does
+    not affect the likelihood, and this keeps it a distribution.
+    """
+    c = counts + pseudocount
+    tot = c.sum(axis=-1, keepdims=True)
+    old = np.exp(old_log)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        new = np.where(tot > 0, c / tot, old)
+    if inertia:
+        new = inertia * old + (1.0 - inertia) * new
+    with np.errstate(divide="ignore"):
+        return np.log(new)
+
+
+def m_step(model: HCLT, counts, pseudocount: float, inertia: float = 0.0) -> HCLT:
+    """New model from expected counts (as returned by :func:`expected_counts`, ``ll`` ignored):
+    new = inertia * old + (1 - inertia) * (counts + pseudocount) / total."""
+    pc, tc, ec = counts[:3]
+    log_prior = _update(pc, pseudocount, model.log_prior, inertia)
+    log_trans = _update(tc, pseudocount, model.log_trans, inertia)
+    log_trans[model.root] = model.log_trans[model.root]  # unused; keep as is
+    log_emit = _update(ec, pseudocount, model.log_emit, inertia)
+    return HCLT(model.parent, log_prior, log_trans, log_emit)
+
+
+def em_step(model: HCLT, data, pseudocount: float, inertia: float = 0.0) -> tuple[HCLT, float]:
+    """One EM iteration on ``data``; returns the new model and the average log-likelihood of
+    ``data`` under the *old* one (what the E-step computed anyway)."""
+    counts = expected_counts(model, data)
+    return m_step(model, counts, pseudocount, inertia), float(np.mean(counts[3]))
+
+
+def fit_em(data, K: int, *, minibatch_epochs: int, batch_size: int, full_epochs: int,
+           pseudocount: float, inertia: Sequence[float] = (0.2, 0.9), seed: int = 0,
+           progress: Callable[[int, int, float], None] | None = None,
+           n_bins: int = 16) -> tuple[HCLT, list[float]]:
+    """Learn an HCLT with K hidden states per pixel from ``data`` (N, D) uint8.
+
+    1. structure: :func:`learn_structure` (``n_bins``, ``seed``);
+    2. parameters: :meth:`HCLT.random` (``seed``);
+    3. ``minibatch_epochs`` of mini-batch EM over a ``seed``-ed shuffle, batches of
+       ``batch_size``, each step new = inertia * old + (1 - inertia) * EM update, inertia rising
+       linearly from ``inertia[0]`` (first epoch) to ``inertia[1]`` (last): big early steps to
+       move away from the random start, small late ones to average out batch noise;
+    4. ``full_epochs`` of full-batch EM (plain EM, monotone in the penalised likelihood).
+
+    ``pseudocount`` is added to every expected count (Laplace smoothing), so no value ever gets
+    probability 0 -- a compressor must be able to code any image.
+
+    Returns (model, history): history[e] is the average log-likelihood (nats per sample) of the
+    training data seen in epoch e, computed by that epoch's E-steps (so for full-batch epochs it
+    is the likelihood of the parameters *before* that epoch's update). ``progress(epoch, total,
+    bpd)`` is called after each epoch, epoch counted from 1 over both phases.
+    """
+    data = _check_images(data, None, "data")
+    N = data.shape[0]
+    if N == 0 or K < 1 or batch_size < 1 or minibatch_epochs < 0 or full_epochs < 0:
+        raise ValueError("fit_em needs data, K >= 1, batch_size >= 1, epochs >= 0")
+    if pseudocount < 0:
+        raise ValueError("pseudocount must be >= 0")
+    start, end = (float(v) for v in inertia)
+    D = data.shape[1]
+    init_seed, shuffle_seed = np.random.SeedSequence(seed).spawn(2)
+    parent = learn_structure(data, n_bins=n_bins, seed=seed)
+    model = HCLT.random(parent, K, seed=np.random.default_rng(init_seed).integers(2**63))
+    rng = np.random.default_rng(shuffle_seed)
+    total = minibatch_epochs + full_epochs
+    history: list[float] = []
+
+    def report(avg: float) -> None:
+        history.append(avg)
+        if progress is not None:
+            progress(len(history), total, bits_per_dim(avg, D))
+
+    for e in range(minibatch_epochs):
+        frac = e / (minibatch_epochs - 1) if minibatch_epochs > 1 else 0.0
+        inert = start + (end - start) * frac
+        perm = rng.permutation(N)
+        ll_sum = 0.0
+        for lo in range(0, N, batch_size):
+            counts = expected_counts(model, data[perm[lo:lo + batch_size]])
+            model = m_step(model, counts, pseudocount, inert)
+            ll_sum += float(np.sum(counts[3]))
+        report(ll_sum / N)
+    for _ in range(full_epochs):
+        model, avg = em_step(model, data, pseudocount)
+        report(avg)
+    return model, history
