@@ -50,8 +50,7 @@ class PayloadError(MalformedError):
 # ---------------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _quantize_rows(p, total_count, out_scale):  # pragma: no cover - compiled
+def _quantize_rows_body(p, total_count, out_scale):  # pragma: no cover - compiled
     """Rows of nonnegative floats -> integer frequencies summing to ``total_count``, each >= 1.
 
     One fixed rule, no transcendental functions, a fixed summation order (sequential within a
@@ -95,6 +94,11 @@ def _quantize_rows(p, total_count, out_scale):  # pragma: no cover - compiled
     return out, totals
 
 
+# Threads pay off only for many rows; rows are independent, so both versions agree bit for bit.
+_quantize_rows_par = numba.njit(cache=True, nogil=True, parallel=True)(_quantize_rows_body)
+_quantize_rows_ser = numba.njit(cache=True, nogil=True)(_quantize_rows_body)
+
+
 def _quantized(probs, precision: int, out_scale: float):
     p = np.asarray(probs)
     if p.dtype.kind != "f":
@@ -105,7 +109,8 @@ def _quantized(probs, precision: int, out_scale: float):
         raise ValueError("alphabet too large for the precision")
     if p.dtype not in (np.float32, np.float64):
         p = p.astype(np.float64)
-    out, totals = _quantize_rows(np.ascontiguousarray(p), np.int64(1) << precision, out_scale)
+    kernel = _quantize_rows_par if p.shape[0] * p.shape[1] >= 1 << 16 else _quantize_rows_ser
+    out, totals = kernel(np.ascontiguousarray(p), np.int64(1) << precision, out_scale)
     if len(totals) and totals.min() < 0:
         bad = int(np.argmin(totals))
         raise ValueError(f"probability row {bad} is not finite, nonnegative and positive in sum")

@@ -259,8 +259,7 @@ def _conditional(b, first_child, next_sibling, emit, has, upctx, down, w, q):  #
                 q[u] += wz * eb[z, u]
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _fast_step(k, prev, ev, coded, order, coded_pos, parent, first_child, next_sibling, prior, trans,
+def _fast_step_body(k, prev, ev, coded, order, coded_pos, parent, first_child, next_sibling, prior, trans,
                trans_t, emit, has, upctx, prefix, down, q):  # pragma: no cover - compiled
     """Advance every image to the k-th coded variable: absorb the previous coded value ``prev``,
     visit the context nodes in between, and write that variable's conditional into q."""
@@ -282,6 +281,13 @@ def _fast_step(k, prev, ev, coded, order, coded_pos, parent, first_child, next_s
             if s < coded_pos[k]:  # a context node: absorb its value (or nothing, if missing)
                 _leaf(emit[b], ev[i, b], prefix[i, b])
         _conditional(order[coded_pos[k]], first_child, next_sibling, emit, has[i], upctx[i], down[i], w, q[i])
+
+
+# Two compilations of one body: threads for batches, none for a few images (launching a parallel
+# region costs more than a small step). Images are independent, so both give identical floats.
+_fast_step_par = numba.njit(cache=True, nogil=True, parallel=True)(_fast_step_body)
+_fast_step_ser = numba.njit(cache=True, nogil=True)(_fast_step_body)
+_PARALLEL_MIN_BATCH = 8
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -378,7 +384,8 @@ class Stepper:
         if self.k >= len(m.coded_pos):
             raise IndexError("all coded variables already visited")
         prev = self._none if prev is None else np.ascontiguousarray(prev, dtype=np.int64)
-        _fast_step(self.k, prev, self._ev, m.coded, m.order, m.coded_pos, m.parent, m.first_child,
+        kernel = _fast_step_par if len(prev) >= _PARALLEL_MIN_BATCH else _fast_step_ser
+        kernel(self.k, prev, self._ev, m.coded, m.order, m.coded_pos, m.parent, m.first_child,
                    m.next_sibling, m.prior, m.trans, m.trans_t, m.emit, self._has, self._upctx,
                    self._prefix, self._down, self._q)
         self.k += 1

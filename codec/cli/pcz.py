@@ -1,0 +1,355 @@
+"""``pcz``: lossless image compression with probabilistic circuits (command line).
+
+A thin shell over :mod:`codec.pcz`; see ``pcz --help`` and ``pcz COMMAND --help``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+import bitstream as bs
+from bitstream import BitstreamError, ModelMismatchError
+
+from .. import pcz
+from ..images import encode_png, read_idx, read_image
+from ..pcz_train import is_idx, list_inputs, load_same_size, sample_patches, train
+
+PROG = "pcz"
+
+EPILOG = """examples:
+  pcz compress photo.png                  # -> photo.pcz (shipped natural-image model)
+  pcz compress digit.png -o d.pcz         # a 28x28 gray image uses the shipped MNIST model
+  pcz decompress photo.pcz -o back.png    # bit-exact
+  pcz compress --archive t10k-images-idx3-ubyte.gz -o mnist-test.pcz   # a data set in one file
+  pcz info photo.pcz
+  pcz bench --archive t10k-images-idx3-ubyte.gz
+  pcz train train-images-idx3-ubyte.gz -o mnist.npz -K 32
+
+Shipped models: mnist (28x28 gray), natural-gray and natural-rgb (any size, patches with context).
+Errors print one line and exit with status 2; nothing is written on error."""
+
+
+def _log(args, msg: str) -> None:
+    if not args.quiet:
+        print(msg, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model selection
+# ---------------------------------------------------------------------------------------------
+
+_MODELS: dict = {}
+
+
+def _model(spec) -> pcz.PczModel:
+    key = str(spec)
+    if key not in _MODELS:
+        _MODELS[key] = pcz.load_model(spec)
+    return _MODELS[key]
+
+
+def _model_for_file(data: bytes, spec, name: str) -> pcz.PczModel:
+    """The model a .pcz file names: ``spec`` if given, else the shipped model with that hash."""
+    if spec:
+        return _model(spec)
+    info = pcz.file_info(data, name)
+    for key in pcz.SHIPPED:
+        if pcz.shipped_model_path(key).exists() and _model(key).hash.hex() == info["model_hash"]:
+            return _model(key)
+    raise ModelMismatchError(f"file needs pcz model {info['model_hash']}, which is not a shipped model; "
+                             "pass it with --model", name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _compress_one(path: str, out: str, model_spec, force: bool) -> tuple[str, int, int, float]:
+    img = read_image(path)
+    model = _model(model_spec or pcz.default_model_for(img))
+    t = time.perf_counter()
+    data = pcz.compress(img, model)
+    dt = time.perf_counter() - t
+    bs.atomic_write(out, data, force=force, inputs=[path])
+    return out, len(data), img.size, dt
+
+
+def _worker_init() -> None:
+    import numba
+
+    numba.set_num_threads(1)  # one process per core; no oversubscription
+
+
+def cmd_compress(args) -> None:
+    inputs = [Path(p) for p in args.inputs]
+    if args.archive or (len(inputs) == 1 and is_idx(inputs[0])):
+        imgs = load_same_size(list_inputs(inputs))
+        out = args.output or inputs[0].with_suffix(".pcz").name.replace("-idx3-ubyte", "")
+        model = _model(args.model or pcz.default_model_for(imgs[0]))
+        bs.check_output(out, force=args.force, inputs=inputs)
+        t = time.perf_counter()
+        res = pcz.compress_archive(imgs, model, block=args.block)
+        dt = time.perf_counter() - t
+        bs.atomic_write(out, res.data, force=args.force, inputs=inputs)
+        _log(args, f"{out}: {len(imgs)} images, {len(res.data)} bytes, {res.bits_per_subpixel:.4f} bits/subpixel "
+                   f"(ideal {res.ideal_bits_per_subpixel:.4f}), {len(imgs) / dt:.0f} images/s")
+        return
+    if args.output and len(inputs) > 1:
+        raise SystemExit(f"{PROG}: error: -o needs a single input (or --archive)")
+    outs = [args.output or str(p.with_suffix(".pcz")) for p in inputs]
+    for p, o in zip(inputs, outs):
+        bs.check_output(o, force=args.force, inputs=[p])
+    jobs = [(str(p), o, args.model, args.force) for p, o in zip(inputs, outs)]
+    if len(jobs) > 1 and args.jobs > 1:
+        with ProcessPoolExecutor(min(args.jobs, len(jobs)), initializer=_worker_init) as pool:
+            results = list(pool.map(_compress_one, *zip(*jobs)))
+    else:
+        results = [_compress_one(*j) for j in jobs]
+    for out, nbytes, sub, dt in results:
+        _log(args, f"{out}: {nbytes} bytes, {8 * nbytes / sub:.4f} bits/subpixel, {dt * 1000:.1f} ms")
+
+
+def cmd_decompress(args) -> None:
+    inputs = [Path(p) for p in args.inputs]
+    if args.output and len(inputs) > 1:
+        raise SystemExit(f"{PROG}: error: -o needs a single input")
+    for p in inputs:
+        name = str(p)
+        data = bs.read_limited(p, 1 << 34)
+        model = _model_for_file(data, args.model, name)
+        info = pcz.file_info(data, name)
+        if info["images"] > 1 or args.index is not None:
+            if args.index is not None:
+                img = pcz.decompress_archive(data, model, name, index=args.index)
+                out = args.output or str(p.with_suffix("")) + f"-{args.index}.png"
+                bs.atomic_write(out, encode_png(img), force=args.force, inputs=[p])
+                _log(args, f"{out}: image {args.index} of {info['images']}")
+                continue
+            outdir = Path(args.output or p.with_suffix(""))
+            imgs = pcz.decompress_archive(data, model, name)
+            outdir.mkdir(parents=True, exist_ok=True)
+            width = len(str(len(imgs) - 1))
+            for i, img in enumerate(imgs):
+                bs.atomic_write(outdir / f"{i:0{width}d}.png", encode_png(img), force=args.force, inputs=[p])
+            _log(args, f"{outdir}/: {len(imgs)} images")
+        else:
+            out = args.output or str(p.with_suffix(".png"))
+            bs.check_output(out, force=args.force, inputs=[p])
+            img = pcz.decompress(data, model, name)
+            bs.atomic_write(out, encode_png(img), force=args.force, inputs=[p])
+            _log(args, f"{out}: {img.shape[1]}x{img.shape[0]} {'RGB' if img.ndim == 3 else 'gray'}")
+
+
+def cmd_info(args) -> None:
+    for p in args.files:
+        name = str(p)
+        if str(p).endswith(".npz") or p in pcz.SHIPPED:
+            m = _model(p)
+            L = m.layout
+            print(json.dumps({"file": name, "model": m.name, "hash": m.hash.hex(), "patch": [L.ph, L.pw, L.channels],
+                              "context_variables": int((~L.coded).sum()), "variables": m.D, "latent_states": m.K,
+                              "tree_height": int(_height(m.parent)), "info": m.info}, indent=1))
+            continue
+        data = bs.read_limited(p, 1 << 34)
+        print(json.dumps({"file": name, **pcz.file_info(data, name)}, indent=1))
+
+
+def _height(parent: np.ndarray) -> int:
+    from models.pc import tree_height
+
+    return tree_height(parent)
+
+
+def cmd_train(args) -> None:
+    from tqdm import tqdm
+
+    paths = list_inputs(args.inputs)
+    if not paths:
+        raise SystemExit(f"{PROG}: error: no images or idx files found in {' '.join(args.inputs)}")
+    bs.check_output(args.output, force=args.force, inputs=paths)
+    if args.patch:
+        imgs = [read_image(p) for p in paths[:args.max_images]]
+        channels = 3 if args.channels == "rgb" else 1
+        if channels == 3:
+            imgs = [i for i in imgs if i.ndim == 3]
+        else:
+            imgs = [i if i.ndim == 2 else _to_gray(i) for i in imgs]
+        layout = pcz.PatchLayout.with_context(args.patch, args.patch, channels)
+        data = sample_patches(imgs, layout, args.patches_per_image, seed=args.seed)
+        source = f"{len(imgs)} images, {args.patches_per_image} patches each"
+    else:
+        imgs = load_same_size(paths, args.max_images)
+        layout = pcz.PatchLayout.whole(imgs.shape[1], imgs.shape[2], 1 if imgs.ndim == 3 else 3)
+        data = imgs.reshape(len(imgs), -1) if imgs.ndim == 3 else imgs.reshape(len(imgs), -1)
+        source = f"{len(imgs)} images of {imgs.shape[2]}x{imgs.shape[1]}"
+    _log(args, f"training on {source}: {data.shape[0]} rows of {data.shape[1]} variables, K={args.K}")
+    bar = tqdm(total=args.epochs + args.full_epochs, unit="epoch", disable=args.quiet, file=sys.stderr)
+
+    def progress(epoch, total, bpd):
+        bar.update(1)
+        bar.set_postfix(train_bpd=f"{bpd:.4f}")
+
+    model = train(data, layout, K=args.K, epochs=args.epochs, full_epochs=args.full_epochs, batch=args.batch,
+                  pseudocount=args.pseudocount, seed=args.seed, name=args.name or Path(args.output).stem,
+                  info={"source": source}, progress=progress)
+    bar.close()
+    model.save(args.output, force=args.force)
+    _log(args, f"{args.output}: model {model.hash.hex()}, {os.path.getsize(args.output)} bytes")
+
+
+def _to_gray(img: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma in integer arithmetic (for training gray models from RGB photos)."""
+    y = (299 * img[..., 0].astype(np.int32) + 587 * img[..., 1] + 114 * img[..., 2] + 500) // 1000
+    return y.astype(np.uint8)
+
+
+def cmd_bench(args) -> None:
+    """Theoretical vs actual bits per subpixel, per file and whole set; encode/decode speed."""
+    paths = list_inputs(args.inputs)
+    rows, tot_bits, tot_ideal, tot_sub = [], 0, 0.0, 0
+    if args.archive or any(is_idx(p) for p in paths):
+        imgs = load_same_size(paths, args.limit)
+        model = _model(args.model or pcz.default_model_for(imgs[0]))
+        enc_t, dec_t = [], []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            res = pcz.compress_archive(imgs, model, block=args.block)
+            enc_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            back = pcz.decompress_archive(res.data, model)
+            dec_t.append(time.perf_counter() - t)
+        assert np.array_equal(back, imgs), "archive round trip is not bit-exact"
+        out = {"name": "pcz", "description": f"pcz archive, model {model.name} ({model.hash.hex()})",
+               "results": {"images": len(imgs), "bits_per_subpixel": 8 * len(res.data) / imgs.size,
+                           "ideal_bits_per_subpixel": res.ideal_bits / imgs.size,
+                           "overhead_percent": 100 * (8 * len(res.data) / res.ideal_bits - 1),
+                           "encode_images_per_s": len(imgs) / statistics.median(enc_t),
+                           "decode_images_per_s": len(imgs) / statistics.median(dec_t)}}
+    else:
+        for p in paths:
+            img = read_image(p)
+            model = _model(args.model or pcz.default_model_for(img))
+            t = time.perf_counter()
+            res = pcz.compress_ex(img, model)
+            te = time.perf_counter() - t
+            t = time.perf_counter()
+            back = pcz.decompress(res.data, model)
+            td = time.perf_counter() - t
+            if not np.array_equal(back, img):
+                raise SystemExit(f"{PROG}: error: {p}: round trip is not bit-exact")
+            rows.append({"file": str(p), "bits_per_subpixel": res.bits_per_subpixel,
+                         "ideal_bits_per_subpixel": res.ideal_bits_per_subpixel, "encode_ms": 1000 * te,
+                         "decode_ms": 1000 * td})
+            tot_bits += 8 * len(res.data)
+            tot_ideal += res.ideal_bits
+            tot_sub += res.subpixels
+            _log(args, f"{p}: {res.bits_per_subpixel:.4f} bits/subpixel (ideal {res.ideal_bits_per_subpixel:.4f}), "
+                       f"encode {1000 * te:.0f} ms, decode {1000 * td:.0f} ms")
+        out = {"name": "pcz", "description": "pcz, one file per image",
+               "results": {"files": [r["file"] for r in rows],
+                           "bits_per_subpixel": [r["bits_per_subpixel"] for r in rows],
+                           "ideal_bits_per_subpixel": [r["ideal_bits_per_subpixel"] for r in rows],
+                           "encode_ms": [r["encode_ms"] for r in rows], "decode_ms": [r["decode_ms"] for r in rows],
+                           "set_bits_per_subpixel": tot_bits / tot_sub, "set_ideal_bits_per_subpixel": tot_ideal / tot_sub}}
+    text = json.dumps(out, indent=1)
+    if args.json:
+        bs.atomic_write(args.json, text.encode(), force=args.force)
+    print(text)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description="Lossless image compression with probabilistic circuits "
+                                 "(Hidden Chow-Liu Trees; Liu, Mandt & Van den Broeck, ICLR 2022).",
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p, force=True):
+        p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+        if force:
+            p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs (never an input)")
+
+    p = sub.add_parser("compress", help="image(s) -> .pcz", description="Compress PNG images (8-bit gray or RGB) "
+                       "losslessly. One output per input, or one archive for a whole data set.")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="PNG files, or an MNIST idx file (makes an archive)")
+    p.add_argument("-o", "--output", help="output file (default: IN with .pcz)")
+    p.add_argument("-m", "--model", help="shipped model name or model file (default: chosen by image size/type)")
+    p.add_argument("--archive", action="store_true", help="all inputs (same size) into one archive file")
+    p.add_argument("--block", type=int, default=pcz.ARCHIVE_BLOCK, help="images per stream in an archive (%(default)s)")
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes for several inputs")
+    common(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help=".pcz -> PNG", description="Decompress .pcz files bit-exactly. "
+                       "The model is found from the hash the file names (shipped models), or given with --model.")
+    p.add_argument("inputs", nargs="+", metavar="IN")
+    p.add_argument("-o", "--output", help="output PNG (an archive: output folder)")
+    p.add_argument("-m", "--model", help="model file, if the file was made with a model that is not shipped")
+    p.add_argument("--index", type=int, help="decode only image INDEX of an archive")
+    common(p)
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser("info", help="describe .pcz or model files")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_info, quiet=False)
+
+    p = sub.add_parser("train", help="learn a model from images", description="Learn an HCLT model by EM. "
+                       "Same-size images (e.g. MNIST idx files) give a whole-image model; --patch N gives a "
+                       "patch model with context that codes images of any size.")
+    p.add_argument("inputs", nargs="+", metavar="DATA", help="idx files, image files or folders of images")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+    p.add_argument("-K", type=int, default=32, help="latent states per variable (%(default)s)")
+    p.add_argument("--epochs", type=int, default=20, help="mini-batch EM epochs (%(default)s)")
+    p.add_argument("--full-epochs", type=int, default=3, help="full-batch EM epochs after them (%(default)s)")
+    p.add_argument("--batch", type=int, default=512, help="mini-batch size (%(default)s)")
+    p.add_argument("--pseudocount", type=float, default=0.01, help="Laplace pseudocount (%(default)s)")
+    p.add_argument("--patch", type=int, help="train a patch model of N x N pixels with context")
+    p.add_argument("--channels", choices=("gray", "rgb"), default="rgb", help="patch model channels (%(default)s)")
+    p.add_argument("--patches-per-image", type=int, default=64)
+    p.add_argument("--max-images", type=int, help="use at most this many images")
+    p.add_argument("--name", help="model name stored in the file")
+    p.add_argument("--seed", type=int, default=0)
+    common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="bits/subpixel (ideal vs actual) and speed", description="Compress and "
+                       "decompress, check bit-exactness, report bits per subpixel (theoretical -log2 p vs actual "
+                       "file size) per file and for the whole set, and encode/decode speed. Prints CompressAI-style JSON.")
+    p.add_argument("inputs", nargs="+", metavar="IN")
+    p.add_argument("-m", "--model")
+    p.add_argument("--archive", action="store_true", help="code the inputs as one archive")
+    p.add_argument("--block", type=int, default=pcz.ARCHIVE_BLOCK)
+    p.add_argument("--limit", type=int, help="use only the first N images")
+    p.add_argument("--repeats", type=int, default=1, help="timing repeats (median)")
+    p.add_argument("--json", help="also write the JSON here")
+    common(p)
+    p.set_defaults(func=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with bs.exit_on_error(PROG):
+        try:
+            args.func(args)
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted; no partial output written", file=sys.stderr)
+            return 130
+        except IndexError as err:
+            raise BitstreamError(str(err)) from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""pcz: lossless image compression with Hidden Chow-Liu Tree probabilistic circuits.
+
+Liu, Mandt & Van den Broeck, "Lossless Compression with Probabilistic Circuits" (ICLR 2022).
+An image is cut into patches that match the model (MNIST's model: one 28x28 patch per image);
+each patch is coded pixel by pixel under the circuit's exact conditionals, *given its already
+decoded neighbours* (the row above and the column to the left): they are observed variables of
+the patch model, and marginalisation makes p(patch | context) exact; neighbours outside the image
+are simply unobserved. Patches on one anti-diagonal of the patch grid do not depend on each other,
+so they are coded as one batch (vectorised, both cores); an archive codes many images per batch.
+
+The pipeline is the library's one shape: array -> model (conditionals) -> entropy layer -> container.
+
+    data = compress(img, model)          # numpy uint8 (H, W) or (H, W, 3) -> bytes
+    img2 = decompress(data, model)       # bytes -> numpy, bit-exact
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+import bitstream as bs
+from bitstream import AbsurdSizeError, BitstreamError, MalformedError, ModelMismatchError
+from models.pc.coder import CodingTables, Stepper, coding_tables
+
+from .images import MAX_PIXELS, check_image
+
+#: Fixed-point precision of the probabilities stored in a model file.
+MODEL_PRECISION = 16
+MODEL_FORMAT = 1
+#: Default number of images coded as one stream in an archive.
+ARCHIVE_BLOCK = 1000
+#: Conditionals (floats) the encoder gathers before one call into the entropy layer.
+_ENCODE_BUFFER = 1 << 22
+SHIPPED = {"mnist": "mnist.npz", "natural-gray": "natural_gray.npz", "natural-rgb": "natural_rgb.npz"}
+
+
+class ModelFileError(BitstreamError):
+    """A pcz model file is missing, unreadable or inconsistent."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class PatchLayout:
+    """Which pixel each model variable stands for, relative to a patch's top-left corner.
+
+    ``offsets[v] = (dy, dx, channel)``. Variables with dy >= 0 and dx >= 0 are the patch's pixels
+    (coded); the others are context: the row above (dy = -1, -1 <= dx <= pw) and the column to the
+    left (dx = -1, 0 <= dy < ph), all decoded before the patch in the anti-diagonal order.
+    """
+
+    ph: int
+    pw: int
+    channels: int
+    offsets: np.ndarray  # (D, 3) int64
+
+    @property
+    def coded(self) -> np.ndarray:
+        return (self.offsets[:, 0] >= 0) & (self.offsets[:, 1] >= 0)
+
+    def validate(self, name: str | None = None) -> None:
+        o = self.offsets
+        if not (1 <= self.ph <= 4096 and 1 <= self.pw <= 4096 and self.channels in (1, 3)):
+            raise ModelFileError(f"patch {self.ph}x{self.pw}x{self.channels} out of range", name)
+        if o.ndim != 2 or o.shape[1] != 3 or not 1 <= len(o) <= 1 << 16:
+            raise ModelFileError("offsets must have shape (D, 3)", name)
+        dy, dx, c = o.T
+        inside = self.coded
+        ok_ctx = ((dy == -1) & (dx >= -1) & (dx <= self.pw)) | ((dx == -1) & (dy >= 0) & (dy < self.ph))
+        if ((c < 0) | (c >= self.channels)).any() or (inside & ((dy >= self.ph) | (dx >= self.pw))).any() \
+                or (~inside & ~ok_ctx).any():
+            raise ModelFileError("a variable lies outside the patch and its causal context", name)
+        keys = (dy + 2) * (self.pw + 3) * 4 + (dx + 2) * 4 + c
+        if len(np.unique(keys)) != len(keys) or inside.sum() != self.ph * self.pw * self.channels:
+            raise ModelFileError("patch variables must cover the patch exactly once", name)
+
+    @classmethod
+    def whole(cls, h: int, w: int, channels: int) -> "PatchLayout":
+        """One patch = the whole image, raster order, no context (MNIST)."""
+        yy, xx, cc = np.meshgrid(np.arange(h), np.arange(w), np.arange(channels), indexing="ij")
+        return cls(h, w, channels, np.stack([yy.ravel(), xx.ravel(), cc.ravel()], 1).astype(np.int64))
+
+    @classmethod
+    def with_context(cls, ph: int, pw: int, channels: int) -> "PatchLayout":
+        """A ph x pw patch plus the row above (pw + 2 pixels) and the column to the left."""
+        ctx = [(-1, dx) for dx in range(-1, pw + 1)] + [(dy, -1) for dy in range(ph)]
+        inner = [(dy, dx) for dy in range(ph) for dx in range(pw)]
+        rows = [(dy, dx, c) for dy, dx in ctx + inner for c in range(channels)]
+        return cls(ph, pw, channels, np.array(rows, dtype=np.int64))
+
+
+def _fixed_point(p: np.ndarray) -> np.ndarray:
+    """Probabilities -> uint16 counts summing to 2**16 per row, each >= 1 (deterministic rule)."""
+    flat = p.reshape(-1, p.shape[-1])
+    return bs.quantize_probabilities(flat, MODEL_PRECISION).astype(np.uint16).reshape(p.shape)
+
+
+@dataclass(eq=False)
+class PczModel:
+    """A pcz model: an HCLT's structure and fixed-point probabilities, plus its patch layout.
+
+    The coder reads the stored integers (divided by 2**16, exact), never exp() of anything, so
+    every machine rebuilds the same floats. ``hash`` names the model in the files it codes.
+    """
+
+    layout: PatchLayout
+    parent: np.ndarray
+    prior: np.ndarray  # (K,) uint16 counts
+    trans: np.ndarray  # (D, K, K) uint16 counts, [v, z_parent, z_v]
+    emit: np.ndarray  # (D, K, 256) uint16 counts
+    name: str = ""
+    info: dict = field(default_factory=dict)
+    path: str | None = None
+    _tables: CodingTables | None = field(default=None, repr=False)
+    _hash: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_hclt(cls, hclt, layout: PatchLayout, name: str = "", info: dict | None = None) -> "PczModel":
+        trans = np.exp(hclt.log_trans)
+        trans[hclt.parent < 0] = 1.0  # the root's matrix is unused
+        return cls(layout, np.asarray(hclt.parent, np.int64), _fixed_point(np.exp(hclt.log_prior)),
+                   _fixed_point(trans), _fixed_point(np.exp(hclt.log_emit)), name, dict(info or {}))
+
+    @property
+    def D(self) -> int:
+        return len(self.parent)
+
+    @property
+    def K(self) -> int:
+        return len(self.prior)
+
+    def _arrays(self) -> dict:
+        L = self.layout
+        return {"format": np.int64(MODEL_FORMAT), "patch": np.array([L.ph, L.pw, L.channels], np.int64),
+                "offsets": L.offsets, "parent": self.parent, "prior": self.prior, "trans": self.trans,
+                "emit": self.emit, "name": np.array(self.name), "info": np.array(json.dumps(self.info, sort_keys=True))}
+
+    @property
+    def hash(self) -> bytes:
+        """Content hash: SHA-256 over the arrays decoding depends on (key, dtype, shape, bytes),
+        first 8 bytes -- the name and training notes are left out.
+
+        Computed once: a model's arrays are not to be modified after construction."""
+        if self._hash is None:
+            self._hash = self._content_hash()
+        return self._hash
+
+    def _content_hash(self) -> bytes:
+        h = hashlib.sha256()
+        for key, a in sorted(self._arrays().items()):
+            if key in ("name", "info"):  # labels, not what decoding depends on
+                continue
+            a = np.ascontiguousarray(a)
+            h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+            h.update(a.tobytes())
+        return h.digest()[:bs.container.MODEL_HASH_LEN]
+
+    @property
+    def tables(self) -> CodingTables:
+        if self._tables is None:
+            scale = 1.0 / (1 << MODEL_PRECISION)
+            self._tables = coding_tables(self.parent, self.prior * scale, self.trans * scale,
+                                         self.emit * scale, self.layout.coded)
+        return self._tables
+
+    def save(self, path, *, force: bool = False) -> None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **self._arrays())
+        bs.atomic_write(path, buf.getvalue(), force=force)
+
+    @classmethod
+    def load(cls, path) -> "PczModel":
+        name = str(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                a = {k: z[k] for k in z.files}
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except Exception as err:  # zipfile / format errors of every kind
+            raise ModelFileError(f"not a pcz model file ({type(err).__name__}: {err})", name) from None
+        try:
+            return cls._from_arrays(a, name)
+        except ModelFileError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError) as err:
+            raise ModelFileError(f"inconsistent pcz model file ({err})", name) from None
+
+    @classmethod
+    def _from_arrays(cls, a: dict, name: str) -> "PczModel":
+        if int(a["format"]) != MODEL_FORMAT:
+            raise ModelFileError(f"model format {int(a['format'])} is not supported", name)
+        ph, pw, ch = (int(v) for v in a["patch"])
+        layout = PatchLayout(ph, pw, ch, np.asarray(a["offsets"], np.int64))
+        layout.validate(name)
+        D = len(layout.offsets)
+        parent, prior, trans, emit = a["parent"], a["prior"], a["trans"], a["emit"]
+        K = len(prior)
+        if not 2 <= K <= 1024:
+            raise ModelFileError(f"{K} latent states is out of range", name)
+        if parent.shape != (D,) or trans.shape != (D, K, K) or emit.shape != (D, K, 256):
+            raise ModelFileError("array shapes disagree with the patch layout", name)
+        for arr in (prior, trans, emit):
+            if arr.dtype != np.uint16:
+                raise ModelFileError("probabilities must be stored as uint16 counts", name)
+        top = 1 << MODEL_PRECISION
+        for label, arr in (("prior", prior), ("transition", trans), ("emission", emit)):
+            if (arr == 0).any() or (arr.reshape(-1, arr.shape[-1]).sum(1, dtype=np.int64) != top).any():
+                raise ModelFileError(f"{label} rows must be positive counts summing to 2**16", name)
+        model = cls(layout, parent.astype(np.int64), prior, trans, emit, str(a["name"]),
+                    json.loads(str(a["info"])), name)
+        try:
+            model.tables  # checks the tree
+        except ValueError as err:
+            raise ModelFileError(str(err), name) from None
+        return model
+
+
+def shipped_model_path(key: str) -> Path:
+    return Path(str(resources.files("codec") / "pcz_models" / SHIPPED[key]))
+
+
+def load_model(spec: str | os.PathLike) -> PczModel:
+    """A model by shipped name ('mnist', 'natural-gray', 'natural-rgb') or by path."""
+    if isinstance(spec, str) and spec in SHIPPED:
+        path = shipped_model_path(spec)
+        if not path.exists():
+            raise ModelFileError(f"shipped model {spec!r} is not installed (expected {path})")
+        return PczModel.load(path)
+    return PczModel.load(spec)
+
+
+def default_model_for(img: np.ndarray) -> str:
+    """The shipped model a plain `pcz compress` uses for this image."""
+    if img.ndim == 2 and img.shape == (28, 28):
+        return "mnist"
+    return "natural-gray" if img.ndim == 2 else "natural-rgb"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiling: patches of the padded image, grouped by anti-diagonal
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tiling:
+    Hp: int
+    Wp: int
+    groups: list  # per wavefront step: (ys, xs, cs, valid) each (P, D)
+
+
+def _tiling(layout: PatchLayout, H: int, W: int) -> _Tiling:
+    R, C = -(-H // layout.ph), -(-W // layout.pw)
+    Hp, Wp = R * layout.ph, C * layout.pw
+    r, c = np.divmod(np.arange(R * C), C)
+    tau = c + 2 * r  # patch (r, c) needs (r, c-1) and (r-1, c+1): both one step earlier
+    groups = []
+    dy, dx, ch = layout.offsets.T
+    for t in range(int(tau.max()) + 1):
+        sel = np.flatnonzero(tau == t)
+        ys = r[sel, None] * layout.ph + dy[None]
+        xs = c[sel, None] * layout.pw + dx[None]
+        valid = (ys >= 0) & (ys < Hp) & (xs >= 0) & (xs < Wp)
+        groups.append((np.where(valid, ys, 0), np.where(valid, xs, 0), np.broadcast_to(ch, ys.shape), valid))
+    return _Tiling(Hp, Wp, groups)
+
+
+def _pad(imgs: np.ndarray, Hp: int, Wp: int) -> np.ndarray:
+    """(N, H, W, C) -> (N, Hp, Wp, C) by repeating the last row and column (decoder crops them)."""
+    N, H, W, _ = imgs.shape
+    return np.pad(imgs, ((0, 0), (0, Hp - H), (0, Wp - W), (0, 0)), mode="edge")
+
+
+def _code_block(model: PczModel, canvas: np.ndarray, enc: bs.Encoder | None, dec: bs.Decoder | None,
+                tiling: _Tiling) -> None:
+    """Code (or decode into) ``canvas`` (N, Hp, Wp, C): every patch of every image, one stream."""
+    tables = model.tables
+    N = canvas.shape[0]
+    cv = tables.coded_vars
+    n_idx = np.arange(N)[:, None, None]
+    for ys, xs, cs, valid in tiling.groups:
+        P = ys.shape[0]
+        ev = np.where(valid[None], canvas[n_idx, ys[None], xs[None], cs[None]], -1).reshape(N * P, -1)
+        stepper = Stepper(tables, ev)
+        if enc is not None:
+            # The encoder knows every value: gather several steps' conditionals and code them in
+            # one call (same symbols, same order as the decoder's one-step-at-a-time calls).
+            vals = ev[:, cv]
+            rows = len(vals)
+            per_call = max(1, _ENCODE_BUFFER // (rows * tables.V))
+            for k0 in range(0, len(cv), per_call):
+                ks = range(k0, min(k0 + per_call, len(cv)))
+                qs = np.empty((len(ks), rows, tables.V))
+                for j, k in enumerate(ks):
+                    qs[j] = stepper.step(vals[:, k - 1] if k else None)
+                enc.encode_categorical(vals[:, ks].T.ravel(), qs.reshape(-1, tables.V))
+        else:
+            vals = np.empty((N * P, len(cv)), dtype=np.int64)
+            for k in range(len(cv)):
+                q = stepper.step(vals[:, k - 1] if k else None)
+                vals[:, k] = dec.decode_categorical(q)
+            vals = vals.reshape(N, P, -1)
+            canvas[n_idx, ys[None][..., cv], xs[None][..., cv], cs[None][..., cv]] = vals
+
+
+def _as_nhwc(imgs: np.ndarray) -> np.ndarray:
+    return imgs[..., None] if imgs.ndim == 3 else imgs
+
+
+def _check_model_fits(model: PczModel, channels: int, name: str | None = None) -> None:
+    if model.layout.channels != channels:
+        kind = {1: "gray", 3: "RGB"}
+        raise ModelMismatchError(f"model {model.name or model.path!r} codes {kind[model.layout.channels]} images, "
+                                 f"this image is {kind[channels]}", name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """What compressing produced: the file's bytes and the sizes a benchmark reports."""
+
+    data: bytes
+    ideal_bits: float  # -sum(log2 q) under the model's conditionals
+    payload_bytes: int
+    subpixels: int
+
+    @property
+    def bits_per_subpixel(self) -> float:
+        return 8 * len(self.data) / self.subpixels
+
+    @property
+    def ideal_bits_per_subpixel(self) -> float:
+        return self.ideal_bits / self.subpixels
+
+
+def _header(model: PczModel, H: int, W: int, C: int, count: int | None = None, block: int = 0) -> bs.Header:
+    return bs.Header(kind=bs.CodecKind.PCZ, model_hash=model.hash, width=W, height=H, channels=C,
+                     count=count, archive=count is not None,
+                     params=bs.varint.encode_uvarint(block) if count is not None else b"")
+
+
+def compress(img: np.ndarray, model: PczModel) -> bytes:
+    """Compress one uint8 image (H, W) gray or (H, W, 3) RGB; returns the ``.pcz`` bytes."""
+    return compress_ex(img, model).data
+
+
+def compress_ex(img: np.ndarray, model: PczModel) -> Result:
+    img = check_image(img)
+    C = 1 if img.ndim == 2 else 3
+    _check_model_fits(model, C)
+    H, W = img.shape[:2]
+    tiling = _tiling(model.layout, H, W)
+    enc = bs.Encoder()
+    _code_block(model, _pad(_as_nhwc(img[None]), tiling.Hp, tiling.Wp).astype(np.int64), enc, None, tiling)
+    payload = enc.to_bytes()
+    data = bs.pack_items(_header(model, H, W, C), [payload])
+    return Result(data, enc.report().ideal_bits, len(payload), img.size)
+
+
+def _open(data: bytes, model: PczModel, name: str | None):
+    header, items = bs.read_container(data, name=name)
+    if header.kind != bs.CodecKind.PCZ:
+        raise MalformedError(f"this is a {bs.container.kind_name(header.kind)} file, not pcz", name)
+    header.require_model(model.hash, name, what=f"pcz model")
+    if header.width is None or header.channels not in (1, 3):
+        raise MalformedError("pcz header lacks the image size or channels", name)
+    if header.width * header.height > MAX_PIXELS or header.width == 0 or header.height == 0:
+        raise AbsurdSizeError(f"declared size {header.width}x{header.height} is out of range", name)
+    _check_model_fits(model, header.channels, name)
+    return header, items
+
+
+def decompress(data: bytes, model: PczModel, name: str | None = None) -> np.ndarray:
+    """Decode a single-image ``.pcz`` file (bytes) to its uint8 array, bit-exact."""
+    header, items = _open(data, model, name)
+    if header.archive or len(items) != 1:
+        raise MalformedError("an archive: use decompress_archive", name)
+    return _decode_images(items[0], model, header, 1, name)[0]
+
+
+def _decode_images(payload: bytes, model: PczModel, header: bs.Header, n: int, name) -> np.ndarray:
+    H, W, C = header.height, header.width, header.channels
+    tiling = _tiling(model.layout, H, W)
+    canvas = np.zeros((n, tiling.Hp, tiling.Wp, C), dtype=np.int64)
+    _code_block(model, canvas, None, bs.Decoder(payload, name), tiling)
+    out = canvas[:, :H, :W].astype(np.uint8)
+    return out[..., 0] if C == 1 else out
+
+
+def compress_archive(imgs: np.ndarray, model: PczModel, block: int = ARCHIVE_BLOCK) -> Result:
+    """Many same-size images (N, H, W) or (N, H, W, 3) in one file: a whole data set, honestly sized.
+
+    Images are coded ``block`` at a time in one stream per block (one container item each), so
+    the per-image cost of terminating a stream and framing an item is shared."""
+    imgs = np.asarray(imgs)
+    if imgs.dtype != np.uint8 or imgs.ndim not in (3, 4) or len(imgs) == 0:
+        raise ValueError("expected a nonempty uint8 array (N, H, W) or (N, H, W, 3)")
+    check_image(imgs[0])
+    N, H, W = imgs.shape[:3]
+    C = 1 if imgs.ndim == 3 else 3
+    _check_model_fits(model, C)
+    tiling = _tiling(model.layout, H, W)
+    payloads, ideal = [], 0.0
+    for lo in range(0, N, block):
+        enc = bs.Encoder()
+        _code_block(model, _pad(_as_nhwc(imgs[lo:lo + block]), tiling.Hp, tiling.Wp).astype(np.int64),
+                    enc, None, tiling)
+        payloads.append(enc.to_bytes())
+        ideal += enc.report().ideal_bits
+    data = bs.pack_items(_header(model, H, W, C, count=N, block=block), payloads)
+    return Result(data, ideal, sum(map(len, payloads)), imgs.size)
+
+
+def _archive_block(header: bs.Header, name) -> int:
+    try:
+        block, used = bs.varint.decode_uvarint(header.params)
+    except BitstreamError as err:
+        raise err.with_name(name) from None
+    if used != len(header.params) or block < 1:
+        raise MalformedError("bad archive parameters", name)
+    return block
+
+
+def decompress_archive(data: bytes, model: PczModel, name: str | None = None, index: int | None = None) -> np.ndarray:
+    """All images of an archive (N, H, W[, 3]), or only image ``index`` (decoding just its block)."""
+    header, items = _open(data, model, name)
+    if not header.archive:
+        return decompress(data, model, name)[None]
+    N, block = header.count, _archive_block(header, name)
+    if len(items) != -(-N // block):
+        raise MalformedError(f"archive of {N} images in blocks of {block} should hold {-(-N // block)} items", name)
+    if N * header.width * header.height > MAX_PIXELS * 16:
+        raise AbsurdSizeError(f"archive declares {N} images of {header.width}x{header.height}", name)
+    sizes = [min(block, N - lo) for lo in range(0, N, block)]
+    if index is not None:
+        if not 0 <= index < N:
+            raise IndexError(f"image {index} out of range (archive holds {N})")
+        b = index // block
+        return _decode_images(items[b], model, header, sizes[b], name)[index - b * block]
+    return np.concatenate([_decode_images(p, model, header, n, name) for p, n in zip(items, sizes)])
+
+
+def file_info(data: bytes, name: str | None = None) -> dict:
+    """What a .pcz file says about itself, without needing the model."""
+    header, items = bs.read_container(data, name=name)
+    if header.kind != bs.CodecKind.PCZ:
+        raise MalformedError(f"this is a {bs.container.kind_name(header.kind)} file, not pcz", name)
+    n = header.count if header.archive else 1
+    sub = n * header.width * header.height * header.channels
+    return {"images": n, "width": header.width, "height": header.height, "channels": header.channels,
+            "model_hash": header.model_hash.hex() if header.model_hash else None, "bytes": len(data),
+            "payload_bytes": sum(map(len, items)), "bits_per_subpixel": 8 * len(data) / sub}

@@ -1,0 +1,50 @@
+"""Tiny pcz models and golden .pcz files: how they were made.
+
+``python tests/golden/pcz_sample.py`` rewrites them -- only for a deliberate format change.
+The committed model files, not this script, are what the golden test decodes with.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from codec.pcz import PatchLayout, PczModel, compress, compress_archive
+from models.pc import HCLT
+
+HERE = Path(__file__).parent
+WHOLE_MODEL = HERE / "pcz_tiny_whole.npz"  # 6x5 gray images, no context
+PATCH_MODEL = HERE / "pcz_tiny_patch_rgb.npz"  # 2x2 RGB patches with context
+GOLDEN_IMAGE = HERE / "tiny_rgb.pcz"
+GOLDEN_ARCHIVE = HERE / "tiny_whole_archive.pcz"
+
+
+def golden_rgb_image() -> np.ndarray:
+    y, x = np.mgrid[0:5, 0:7]
+    return np.stack([(y * 40 + x * 9) % 256, (x * x * 5) % 256, (y * x * 11 + 3) % 256], -1).astype(np.uint8)
+
+
+def golden_gray_images() -> np.ndarray:
+    i = np.arange(3 * 6 * 5).reshape(3, 6, 5)
+    return ((i * 37) % 251 * (i % 4 != 0)).astype(np.uint8)
+
+
+def _model(layout: PatchLayout, K: int, seed: int, name: str) -> PczModel:
+    D = len(layout.offsets)
+    rng = np.random.default_rng(seed)
+    parent = np.array([-1] + [int(rng.integers(0, v)) for v in range(1, D)])
+    return PczModel.from_hclt(HCLT.random(parent, K, seed=seed), layout, name=name)
+
+
+def build() -> None:
+    whole = _model(PatchLayout.whole(6, 5, 1), 3, 1, "tiny-whole")
+    patch = _model(PatchLayout.with_context(2, 2, 3), 3, 2, "tiny-patch-rgb")
+    whole.save(WHOLE_MODEL, force=True)
+    patch.save(PATCH_MODEL, force=True)
+    whole, patch = PczModel.load(WHOLE_MODEL), PczModel.load(PATCH_MODEL)
+    GOLDEN_IMAGE.write_bytes(compress(golden_rgb_image(), patch))
+    GOLDEN_ARCHIVE.write_bytes(compress_archive(golden_gray_images(), whole, block=2).data)
+
+
+if __name__ == "__main__":
+    build()
+    for p in (WHOLE_MODEL, PATCH_MODEL, GOLDEN_IMAGE, GOLDEN_ARCHIVE):
+        print(p.name, p.stat().st_size)

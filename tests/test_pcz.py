@@ -1,0 +1,178 @@
+"""pcz codec: bit-exact round trips, fast == naive bitstreams, golden files, bad input, CLI."""
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bitstream as bs
+from codec import pcz
+from codec.images import encode_png, read_idx
+from models.pc.coder import naive_conditionals
+
+sys.path.insert(0, str(Path(__file__).parent / "golden"))
+import pcz_sample as golden  # noqa: E402
+
+WHOLE = pcz.PczModel.load(golden.WHOLE_MODEL)
+PATCH = pcz.PczModel.load(golden.PATCH_MODEL)
+GOLDEN_HASHES = {"tiny_rgb.pcz": "765268aafaecfcfb2e6fe5b51e4a9b8ce122c42e52d209dd1ddd86fc7474f8d0", "tiny_whole_archive.pcz": "5e231ac1648fcbf8169065dfdc2e14635c963039312a3b18fdd0da31f8e36d41"}
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 2, 3), (3, 5, 3), (5, 7, 3), (9, 4, 3), (16, 16, 3)])
+def test_rgb_roundtrip_any_size(shape):
+    img = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    data = pcz.compress(img, PATCH)
+    assert np.array_equal(pcz.decompress(data, PATCH), img)
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (1, 1), (7, 11), (12, 10)])
+def test_gray_whole_model_tiles_any_size(shape):
+    img = np.random.default_rng(shape[0]).integers(0, 256, shape, dtype=np.uint8)
+    assert np.array_equal(pcz.decompress(pcz.compress(img, WHOLE), WHOLE), img)
+
+
+def test_real_photo_crop():
+    from skimage import data as skdata
+
+    img = skdata.astronaut()[200:231, 180:203]
+    res = pcz.compress_ex(img, PATCH)
+    assert np.array_equal(pcz.decompress(res.data, PATCH), img)
+    assert res.payload_bytes * 8 <= res.ideal_bits + 64
+
+
+def test_archive_and_random_access():
+    imgs = np.random.default_rng(4).integers(0, 256, (7, 6, 5), dtype=np.uint8)
+    res = pcz.compress_archive(imgs, WHOLE, block=3)
+    assert np.array_equal(pcz.decompress_archive(res.data, WHOLE), imgs)
+    for i in (0, 4, 6):
+        assert np.array_equal(pcz.decompress_archive(res.data, WHOLE, index=i), imgs[i])
+    info = pcz.file_info(res.data)
+    assert info["images"] == 7 and info["width"] == 5 and info["height"] == 6
+
+
+def test_fast_and_naive_paths_give_identical_bitstreams():
+    img = np.random.default_rng(8).integers(0, 256, (6, 5), dtype=np.uint8)
+    tables = WHOLE.tables
+    x = img.reshape(-1).astype(np.int64)
+    q = naive_conditionals(tables, x)
+    enc = bs.Encoder()
+    enc.encode_categorical(x[tables.coded_vars], q)
+    _, items = bs.read_container(pcz.compress(img, WHOLE))
+    assert items[0] == enc.to_bytes()
+
+
+def test_golden_files_decode_and_reencode():
+    img = pcz.decompress(golden.GOLDEN_IMAGE.read_bytes(), PATCH)
+    assert np.array_equal(img, golden.golden_rgb_image())
+    imgs = pcz.decompress_archive(golden.GOLDEN_ARCHIVE.read_bytes(), WHOLE)
+    assert np.array_equal(imgs, golden.golden_gray_images())
+    assert pcz.compress(golden.golden_rgb_image(), PATCH) == golden.GOLDEN_IMAGE.read_bytes()
+    for name, digest in GOLDEN_HASHES.items():
+        assert hashlib.sha256((golden.HERE / name).read_bytes()).hexdigest() == digest
+
+
+def test_model_mismatch_and_bad_files():
+    data = pcz.compress(np.zeros((6, 5), np.uint8), WHOLE)
+    with pytest.raises(bs.ModelMismatchError, match="needs pcz model"):
+        pcz.decompress(data, PATCH)
+    with pytest.raises(bs.ModelMismatchError, match="RGB"):
+        pcz.compress(np.zeros((4, 4), np.uint8), PATCH)
+    for cut in range(0, len(data), 3):
+        with pytest.raises(bs.BitstreamError):
+            pcz.decompress(data[:cut], WHOLE)
+    other = bs.pack_items(bs.Header(kind=bs.CodecKind.NERV), [b"x"])
+    with pytest.raises(bs.MalformedError, match="not pcz"):
+        pcz.decompress(other, WHOLE)
+    huge = bs.pack_items(bs.Header(kind=bs.CodecKind.PCZ, model_hash=WHOLE.hash, width=1 << 20, height=1 << 20,
+                                   channels=1), [b""])
+    with pytest.raises(bs.AbsurdSizeError):
+        pcz.decompress(huge, WHOLE)
+
+
+def test_model_file_validation(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(pcz.ModelFileError, match="bad.npz"):
+        pcz.PczModel.load(bad)
+    arrays = dict(np.load(golden.WHOLE_MODEL, allow_pickle=False))
+    arrays["emit"] = arrays["emit"].copy()
+    arrays["emit"][0, 0, 0] += 1  # rows no longer sum to 2**16
+    np.savez(tmp_path / "sum.npz", **arrays)
+    with pytest.raises(pcz.ModelFileError, match="2\\*\\*16"):
+        pcz.PczModel.load(tmp_path / "sum.npz")
+    assert WHOLE.hash == pcz.PczModel.load(golden.WHOLE_MODEL).hash
+
+
+# -- command line -------------------------------------------------------------------------------
+
+def pcz_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "codec.cli.pcz", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_cli_roundtrip_and_refusals(tmp_path):
+    img = np.random.default_rng(1).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    (tmp_path / "a.png").write_bytes(encode_png(img))
+    r = pcz_cli("compress", "a.png", "--model", golden.PATCH_MODEL, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = pcz_cli("decompress", "a.pcz", "-o", "b.png", "--model", golden.PATCH_MODEL, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    from codec.images import read_image
+    assert np.array_equal(read_image(tmp_path / "b.png"), img)
+    # Refuses to overwrite, and never overwrites its input even with --force.
+    r = pcz_cli("compress", "a.png", "--model", golden.PATCH_MODEL, cwd=tmp_path)
+    assert r.returncode == 2 and "--force" in r.stderr and r.stderr.count("\n") == 1
+    r = pcz_cli("decompress", "a.pcz", "-o", "a.pcz", "-f", "--model", golden.PATCH_MODEL, cwd=tmp_path)
+    assert r.returncode == 2 and "input" in r.stderr
+    # Wrong model, not a container, truncated, not an image: one line, status 2, nothing written.
+    (tmp_path / "junk.pcz").write_bytes(b"junk")
+    (tmp_path / "cut.pcz").write_bytes((tmp_path / "a.pcz").read_bytes()[:-5])
+    (tmp_path / "text.png").write_text("hello")
+    cases = [("decompress", "a.pcz", "-o", "w.png", "--model", golden.WHOLE_MODEL),
+             ("decompress", "junk.pcz", "-o", "w.png"), ("decompress", "cut.pcz", "-o", "w.png"),
+             ("compress", "text.png", "-o", "w.pcz"), ("compress", "missing.png", "-o", "w.pcz"),
+             ("decompress", "a.pcz", "-o", "w.png", "--model", "nonexistent.npz")]
+    for case in cases:
+        r = pcz_cli(*case, cwd=tmp_path)
+        assert r.returncode == 2, (case, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (case, r.stderr)
+        assert not (tmp_path / "w.png").exists() and not (tmp_path / "w.pcz").exists()
+
+
+def test_cli_refuses_16_bit_and_alpha(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((4, 4), np.uint16) + 300).save(tmp_path / "deep.png")
+    Image.fromarray(np.zeros((4, 4, 4), np.uint8)).save(tmp_path / "alpha.png")
+    for name in ("deep.png", "alpha.png"):
+        r = pcz_cli("compress", name, "-o", "w.pcz", "--model", golden.PATCH_MODEL, cwd=tmp_path)
+        assert r.returncode == 2 and ("16-bit" in r.stderr or "alpha" in r.stderr), r.stderr
+
+
+def test_cli_train_is_deterministic(tmp_path):
+    imgs = np.random.default_rng(0).integers(0, 4, (40, 4, 4), dtype=np.uint8) * 60
+    raw = b"\0\0\x08\x03" + b"".join(int(v).to_bytes(4, "big") for v in imgs.shape) + imgs.tobytes()
+    (tmp_path / "tiny-idx3-ubyte").write_bytes(raw)
+    hashes = []
+    for out in ("m1.npz", "m2.npz"):
+        r = pcz_cli("train", "tiny-idx3-ubyte", "-o", out, "-K", "3", "--epochs", "2", "--full-epochs", "1",
+                    "--batch", "16", "-q", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        hashes.append(pcz.PczModel.load(tmp_path / out).hash)
+    assert hashes[0] == hashes[1]
+    r = pcz_cli("compress", "--archive", "tiny-idx3-ubyte", "-o", "t.pcz", "--model", "m1.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    back = pcz.decompress_archive((tmp_path / "t.pcz").read_bytes(), pcz.PczModel.load(tmp_path / "m1.npz"))
+    assert np.array_equal(back, imgs)
+
+
+def test_mnist_digits_with_shipped_model(shared_data):
+    if not pcz.shipped_model_path("mnist").exists():
+        pytest.skip("shipped MNIST model not built")
+    imgs = read_idx(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz", 50)
+    model = pcz.load_model("mnist")
+    res = pcz.compress_archive(imgs, model)
+    assert np.array_equal(pcz.decompress_archive(res.data, model), imgs)
+    assert res.bits_per_subpixel < 1.6
