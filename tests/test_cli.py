@@ -35,12 +35,22 @@ def test_inspect_bad_files(tmp_path):
 
 
 def test_quickstart_demo(tmp_path):
-    out = tmp_path / "camera.ncf"
-    r = run(str(ROOT / "tools" / "quickstart.py"), "-o", str(out))
+    r = run(str(ROOT / "tools" / "quickstart.py"), "-o", str(tmp_path), "--skip-pcz")
     assert r.returncode == 0, r.stderr
-    assert "PNG" in r.stdout and out.exists()
-    r = run(str(ROOT / "tools" / "quickstart.py"), "-o", str(out))  # refuses to overwrite
+    assert "PNG" in r.stdout and (tmp_path / "camera.ncf").exists()
+    r = run(str(ROOT / "tools" / "quickstart.py"), "-o", str(tmp_path), "--skip-pcz")  # refuses to overwrite
     assert r.returncode == 2 and "--force" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_quickstart_pcz_demo(tmp_path):
+    from codec import pcz
+
+    if not all(pcz.shipped_model_path(k).exists() for k in ("natural-gray", "natural-rgb")):
+        import pytest
+        pytest.skip("shipped natural-image models not built")
+    r = run(str(ROOT / "tools" / "quickstart.py"), "-o", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "bit-exact" in r.stdout and (tmp_path / "camera.pcz").exists()
 
 
 def test_readme_snippet_runs(tmp_path):

@@ -1,0 +1,170 @@
+"""pcz benchmark: bits per subpixel and speed beside PNG, WebP lossless and JPEG XL lossless.
+
+    python tools/bench_pcz.py mnist [--data ../shared/data] [--single 2000] [--repeats 3] [--out results/]
+    python tools/bench_pcz.py kodak [--data ../shared/data] [--out results/]
+    python tools/bench_pcz.py speed [--data ../shared/data] [--images 20]
+
+- mnist: the whole test set (10,000 digits) as one pcz archive with the shipped MNIST model --
+  actual file bits vs the ideal -log2 p, encode/decode images/s (median of --repeats); one file
+  per image for the first --single digits; the classical codecs one file per image, same digits.
+- kodak: every Kodak image, one file each, with the shipped natural-image model; same baselines.
+- speed: fast vs naive conditionals on the same digits in the same run (median of repeats).
+
+Writes CompressAI-style JSON ({"name", "description", "results": {metric: [...]}}) per codec
+into --out and prints a table. Needs the bench extra (imagecodecs) for the baselines.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from codec import pcz
+from codec.images import read_idx, read_image
+from models.pc.coder import fast_conditionals, naive_conditionals
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _baselines():
+    import imagecodecs as ic
+    from PIL import Image
+
+    def png(a):
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG", optimize=True)
+        return buf.getvalue()
+
+    return {
+        "PNG (Pillow, optimize)": (png, lambda b: np.asarray(Image.open(io.BytesIO(b)))),
+        "WebP lossless (method 6)": (lambda a: ic.webp_encode(a, lossless=True, level=100, method=6), ic.webp_decode),
+        "JPEG XL lossless (effort 7)": (lambda a: ic.jpegxl_encode(a, lossless=True, effort=7), ic.jpegxl_decode),
+    }
+
+
+def _median(fn, repeats):
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def _baseline_rows(images, label):
+    rows = {}
+    for name, (enc, dec) in _baselines().items():
+        sizes, te, td = [], 0.0, 0.0
+        for a in images:
+            t = time.perf_counter()
+            b = enc(a)
+            te += time.perf_counter() - t
+            t = time.perf_counter()
+            back = dec(b)
+            td += time.perf_counter() - t
+            assert np.array_equal(np.asarray(back).reshape(a.shape), a), f"{name} is not lossless on {label}"
+            sizes.append(len(b))
+        sub = sum(a.size for a in images)
+        rows[name] = {"bits_per_subpixel": 8 * sum(sizes) / sub,
+                      "encode_ms_per_image": 1000 * te / len(images), "decode_ms_per_image": 1000 * td / len(images)}
+    return rows
+
+
+def _write(out: Path | None, name: str, description: str, results: dict) -> None:
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    (out / f"{slug}.json").write_text(json.dumps({"name": name, "description": description,
+                                                  "results": {k: v if isinstance(v, list) else [v]
+                                                              for k, v in results.items()}}, indent=1))
+
+
+def bench_mnist(args) -> dict:
+    imgs = read_idx(Path(args.data) / "mnist" / "t10k-images-idx3-ubyte.gz")
+    model = pcz.load_model("mnist")
+    t_enc, res = _median(lambda: pcz.compress_archive(imgs, model), args.repeats)
+    t_dec, back = _median(lambda: pcz.decompress_archive(res.data, model), args.repeats)
+    assert np.array_equal(back, imgs), "archive round trip is not bit-exact"
+    single = imgs[:args.single]
+    t0 = time.perf_counter()
+    files = [pcz.compress(a, model) for a in single]
+    t_single = time.perf_counter() - t0
+    out = {
+        "pcz archive": {"bits_per_subpixel": 8 * len(res.data) / imgs.size, "ideal_bits_per_subpixel": res.ideal_bits / imgs.size,
+                        "actual_over_ideal_percent": 100 * (8 * len(res.data) / res.ideal_bits - 1),
+                        "encode_images_per_s": len(imgs) / t_enc, "decode_images_per_s": len(imgs) / t_dec,
+                        "file_bytes": len(res.data), "images": len(imgs)},
+        "pcz one file per image": {"bits_per_subpixel": 8 * sum(map(len, files)) / single.size,
+                                   "encode_images_per_s": len(single) / t_single, "images": len(single)},
+    }
+    out.update(_baseline_rows(list(single), "MNIST"))
+    for name, r in out.items():
+        _write(args.out, f"{name} mnist", f"MNIST test set, model {model.name} {model.hash.hex()}" if "pcz" in name
+               else "MNIST test set, one file per image", r)
+    return out
+
+
+def bench_kodak(args) -> dict:
+    paths = sorted((Path(args.data) / "kodak").glob("kodim*.png"))
+    imgs = [read_image(p) for p in paths]
+    model = pcz.load_model("natural-rgb")
+    per, te, td, bits, ideal = [], 0.0, 0.0, 0, 0.0
+    for p, a in zip(paths, imgs):
+        t = time.perf_counter()
+        r = pcz.compress_ex(a, model)
+        e = time.perf_counter() - t
+        t = time.perf_counter()
+        back = pcz.decompress(r.data, model)
+        d = time.perf_counter() - t
+        assert np.array_equal(back, a), f"{p}: not bit-exact"
+        per.append(r.bits_per_subpixel)
+        te, td, bits, ideal = te + e, td + d, bits + 8 * len(r.data), ideal + r.ideal_bits
+        print(f"  {p.name}: {r.bits_per_subpixel:.4f} bits/subpixel, encode {e:.1f} s, decode {d:.1f} s", flush=True)
+    sub = sum(a.size for a in imgs)
+    out = {"pcz (natural-rgb)": {"bits_per_subpixel": bits / sub, "ideal_bits_per_subpixel": ideal / sub,
+                                 "per_image_bits_per_subpixel": per, "encode_ms_per_image": 1000 * te / len(imgs),
+                                 "decode_ms_per_image": 1000 * td / len(imgs)}}
+    out.update(_baseline_rows(imgs, "Kodak"))
+    for name, r in out.items():
+        _write(args.out, f"{name} kodak", "Kodak, 24 images, one file per image", r)
+    return out
+
+
+def bench_speed(args) -> dict:
+    imgs = read_idx(Path(args.data) / "mnist" / "t10k-images-idx3-ubyte.gz", args.images)
+    tables = pcz.load_model("mnist").tables
+    x = imgs.reshape(len(imgs), -1).astype(np.int64)
+    fast_conditionals(tables, x[:1])
+    naive_conditionals(tables, x[0])
+    t_fast, qf = _median(lambda: np.stack([fast_conditionals(tables, xi[None])[0] for xi in x]), args.repeats)
+    t_naive, qn = _median(lambda: np.stack([naive_conditionals(tables, xi) for xi in x]), args.repeats)
+    assert np.array_equal(qf, qn), "fast and naive conditionals differ"
+    return {"fast vs naive": {"images": len(x), "fast_images_per_s": len(x) / t_fast,
+                              "naive_images_per_s": len(x) / t_naive, "speedup": t_naive / t_fast,
+                              "identical_conditionals": True}}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=("mnist", "kodak", "speed"))
+    ap.add_argument("--data", default=os.environ.get("SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap.add_argument("--single", type=int, default=2000, help="MNIST digits coded one file each")
+    ap.add_argument("--images", type=int, default=20, help="digits for the fast/naive comparison")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, help="folder for CompressAI-style JSON files")
+    args = ap.parse_args(argv)
+    res = {"mnist": bench_mnist, "kodak": bench_kodak, "speed": bench_speed}[args.what](args)
+    for name, r in res.items():
+        print(f"{name:<32} " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in r.items() if not isinstance(v, list)))
+
+
+if __name__ == "__main__":
+    main()
