@@ -255,9 +255,11 @@ def tree_height(parent: np.ndarray) -> int:
 def _upward(x, mask, order, parent, emit_t, trans, prior, beta, s, shift):  # pragma: no cover
     """Upward pass for one sample; returns log p(x observed by ``mask``), -inf if impossible.
 
-    Leaves ``beta[v] = exp(log beta_v - shift[v])`` (the shifted inside message of node v: its
-    emission times its children's messages) and ``s[v, zp] = sum_zc T_v[zp, zc] beta[v, zc]``,
-    which the downward pass of the E-step reuses. Unobserved pixels contribute an emission of 1.
+    Probability domain with power-of-two rescaling (no exp/log per entry): ``emit_t`` holds
+    emission *probabilities* indexed [v, value, state]. Leaves ``beta[v]`` = v's inside message
+    (its emission times its children's messages) scaled so its maximum lies in [0.5, 1), with
+    the scale's exponent in ``shift[v]``, and ``s[v, zp] = sum_zc T_v[zp, zc] beta[v, zc]``,
+    which the downward pass reuses. Unobserved pixels contribute an emission of 1.
     """
     D = order.shape[0]
     K = prior.shape[0]
@@ -268,30 +270,34 @@ def _upward(x, mask, order, parent, emit_t, trans, prior, beta, s, shift):  # pr
                 beta[v, z] = emit_t[v, xv, z]
         else:
             for z in range(K):
-                beta[v, z] = 0.0
+                beta[v, z] = 1.0
+    log2_scale = 0.0
     for t in range(D - 1, -1, -1):
         v = order[t]
-        m = -np.inf
+        m = 0.0
         for z in range(K):
             if beta[v, z] > m:
                 m = beta[v, z]
-        if m == -np.inf:
+        if not m > 0.0:
             return -np.inf
-        shift[v] = m
+        _, e = math.frexp(m)
+        shift[v] = e
+        log2_scale += e
+        f = math.ldexp(1.0, -e)
         for z in range(K):
-            beta[v, z] = np.exp(beta[v, z] - m)
+            beta[v, z] *= f
         if t == 0:
             tot = 0.0
             for z in range(K):
                 tot += prior[z] * beta[v, z]
-            return m + np.log(tot)
+            return log2_scale * math.log(2.0) + math.log(tot)
         p = parent[v]
         for zp in range(K):
             acc = 0.0
             for zc in range(K):
                 acc += trans[v, zp, zc] * beta[v, zc]
             s[v, zp] = acc
-            beta[p, zp] += m + np.log(acc)
+            beta[p, zp] *= acc
     return -np.inf
 
 
@@ -421,10 +427,10 @@ class HCLT:
         self.log_emit = np.ascontiguousarray(log_emit, dtype=np.float64)
         self.order = topological_order(self.parent)
         self._validate()
-        # What the kernels read: linear prior/transitions, emissions indexed [v, value, state].
+        # What the kernels read: linear prior/transitions/emissions, emissions indexed [v, value, state].
         self._prior = np.exp(self.log_prior)
         self._trans = np.exp(self.log_trans)
-        self._emit_t = np.ascontiguousarray(self.log_emit.transpose(0, 2, 1))
+        self._emit_t = np.ascontiguousarray(np.exp(self.log_emit).transpose(0, 2, 1))
 
     # -- basic properties -----------------------------------------------------------------------
 
