@@ -110,3 +110,9 @@ def read_idx(path: str | os.PathLike, limit_items: int | None = None) -> np.ndar
     if limit_items is not None:
         n = min(n, limit_items)
     return np.frombuffer(raw, dtype=np.uint8, count=n * h * w, offset=16).reshape(n, h, w).copy()
+
+
+def luma(img: np.ndarray) -> np.ndarray:
+    """Gray from RGB: ITU-R BT.601 weights in integer arithmetic (exact, same on every machine)."""
+    c = img.astype(np.int32)
+    return ((299 * c[..., 0] + 587 * c[..., 1] + 114 * c[..., 2] + 500) // 1000).astype(np.uint8)

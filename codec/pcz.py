@@ -64,6 +64,8 @@ class PatchLayout:
     pw: int
     channels: int
     offsets: np.ndarray  # (D, 3) int64
+    centered: bool = False  # variables are values relative to the mean of the decoded context
+    subtract_green: bool = False  # RGB coded as (R - G, G, B - G) mod 256, as WebP lossless does
 
     @property
     def coded(self) -> np.ndarray:
@@ -91,13 +93,56 @@ class PatchLayout:
         yy, xx, cc = np.meshgrid(np.arange(h), np.arange(w), np.arange(channels), indexing="ij")
         return cls(h, w, channels, np.stack([yy.ravel(), xx.ravel(), cc.ravel()], 1).astype(np.int64))
 
+    def to_coded_colors(self, imgs: np.ndarray) -> np.ndarray:
+        """(..., 3) RGB -> the channels the model codes (reversible, integer)."""
+        if not self.subtract_green:
+            return imgs
+        out = imgs.astype(np.int64)
+        out[..., 0] = (out[..., 0] - out[..., 1]) % 256
+        out[..., 2] = (out[..., 2] - out[..., 1]) % 256
+        return out
+
+    def from_coded_colors(self, imgs: np.ndarray) -> np.ndarray:
+        if not self.subtract_green:
+            return imgs
+        out = imgs.astype(np.int64)
+        out[..., 0] = (out[..., 0] + out[..., 1]) % 256
+        out[..., 2] = (out[..., 2] + out[..., 1]) % 256
+        return out
+
     @classmethod
-    def with_context(cls, ph: int, pw: int, channels: int) -> "PatchLayout":
-        """A ph x pw patch plus the row above (pw + 2 pixels) and the column to the left."""
+    def with_context(cls, ph: int, pw: int, channels: int, centered: bool = True,
+                     subtract_green: bool | None = None) -> "PatchLayout":
+        """A ph x pw patch plus the row above (pw + 2 pixels) and the column to the left.
+
+        ``centered``: every variable is coded as (value - r + 128) mod 256, r = the rounded mean of
+        the patch's available context in that channel (128 if none). A latent state then stands
+        for a local *deviation* rather than an absolute brightness, so K states resolve the small
+        differences of smooth regions instead of spreading 256 levels over K states.
+        """
         ctx = [(-1, dx) for dx in range(-1, pw + 1)] + [(dy, -1) for dy in range(ph)]
         inner = [(dy, dx) for dy in range(ph) for dx in range(pw)]
         rows = [(dy, dx, c) for dy, dx in ctx + inner for c in range(channels)]
-        return cls(ph, pw, channels, np.array(rows, dtype=np.int64))
+        sg = channels == 3 if subtract_green is None else subtract_green
+        return cls(ph, pw, channels, np.array(rows, dtype=np.int64), centered, sg)
+
+    def center(self, ev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of variable values (R, D), -1 where missing -> (transformed rows, shift (R, D)).
+
+        A coded value y decodes back as (y - shift) mod 256. Integer arithmetic only."""
+        if not self.centered:
+            return ev, np.zeros_like(ev)
+        ch = self.offsets[:, 2]
+        ctx = ~self.coded
+        ref = np.full((len(ev), self.channels), 128, dtype=np.int64)
+        for c in range(self.channels):
+            vals = ev[:, ctx & (ch == c)]
+            ok = vals >= 0
+            n = ok.sum(1)
+            tot = np.where(ok, vals, 0).sum(1)
+            ref[:, c] = np.where(n > 0, (tot + n // 2) // np.maximum(n, 1), 128)
+        shift = 128 - ref[:, ch]
+        return np.where(ev >= 0, (ev + shift) % 256, -1), shift
 
 
 def _fixed_point(p: np.ndarray) -> np.ndarray:
@@ -142,9 +187,14 @@ class PczModel:
 
     def _arrays(self) -> dict:
         L = self.layout
-        return {"format": np.int64(MODEL_FORMAT), "patch": np.array([L.ph, L.pw, L.channels], np.int64),
-                "offsets": L.offsets, "parent": self.parent, "prior": self.prior, "trans": self.trans,
-                "emit": self.emit, "name": np.array(self.name), "info": np.array(json.dumps(self.info, sort_keys=True))}
+        arrays = {"format": np.int64(MODEL_FORMAT), "patch": np.array([L.ph, L.pw, L.channels], np.int64),
+                  "offsets": L.offsets, "parent": self.parent, "prior": self.prior, "trans": self.trans,
+                  "emit": self.emit, "name": np.array(self.name), "info": np.array(json.dumps(self.info, sort_keys=True))}
+        if L.centered:
+            arrays["centered"] = np.int64(1)
+        if L.subtract_green:
+            arrays["subtract_green"] = np.int64(1)
+        return arrays
 
     @property
     def hash(self) -> bytes:
@@ -201,7 +251,15 @@ class PczModel:
         if int(a["format"]) != MODEL_FORMAT:
             raise ModelFileError(f"model format {int(a['format'])} is not supported", name)
         ph, pw, ch = (int(v) for v in a["patch"])
-        layout = PatchLayout(ph, pw, ch, np.asarray(a["offsets"], np.int64))
+        flags = {}
+        for key in ("centered", "subtract_green"):
+            flags[key] = int(a[key]) if key in a else 0
+            if flags[key] not in (0, 1):
+                raise ModelFileError(f"bad {key!r} flag", name)
+        if flags["subtract_green"] and ch != 3:
+            raise ModelFileError("subtract_green needs an RGB model", name)
+        layout = PatchLayout(ph, pw, ch, np.asarray(a["offsets"], np.int64), bool(flags["centered"]),
+                             bool(flags["subtract_green"]))
         layout.validate(name)
         D = len(layout.offsets)
         parent, prior, trans, emit = a["parent"], a["prior"], a["trans"], a["emit"]
@@ -291,6 +349,7 @@ def _code_block(model: PczModel, canvas: np.ndarray, enc: bs.Encoder | None, dec
     for ys, xs, cs, valid in tiling.groups:
         P = ys.shape[0]
         ev = np.where(valid[None], canvas[n_idx, ys[None], xs[None], cs[None]], -1).reshape(N * P, -1)
+        ev, shift = model.layout.center(ev)
         stepper = Stepper(tables, ev)
         if enc is not None:
             # The encoder knows every value: gather several steps' conditionals and code them in
@@ -309,7 +368,7 @@ def _code_block(model: PczModel, canvas: np.ndarray, enc: bs.Encoder | None, dec
             for k in range(len(cv)):
                 q = stepper.step(vals[:, k - 1] if k else None)
                 vals[:, k] = dec.decode_categorical(q)
-            vals = vals.reshape(N, P, -1)
+            vals = ((vals - shift[:, cv]) % 256).reshape(N, P, -1)
             canvas[n_idx, ys[None][..., cv], xs[None][..., cv], cs[None][..., cv]] = vals
 
 
@@ -365,7 +424,8 @@ def compress_ex(img: np.ndarray, model: PczModel) -> Result:
     H, W = img.shape[:2]
     tiling = _tiling(model.layout, H, W)
     enc = bs.Encoder()
-    _code_block(model, _pad(_as_nhwc(img[None]), tiling.Hp, tiling.Wp).astype(np.int64), enc, None, tiling)
+    coded = model.layout.to_coded_colors(_as_nhwc(img[None]))
+    _code_block(model, _pad(coded, tiling.Hp, tiling.Wp).astype(np.int64), enc, None, tiling)
     payload = enc.to_bytes()
     data = bs.pack_items(_header(model, H, W, C), [payload])
     return Result(data, enc.report().ideal_bits, len(payload), img.size)
@@ -397,7 +457,7 @@ def _decode_images(payload: bytes, model: PczModel, header: bs.Header, n: int, n
     tiling = _tiling(model.layout, H, W)
     canvas = np.zeros((n, tiling.Hp, tiling.Wp, C), dtype=np.int64)
     _code_block(model, canvas, None, bs.Decoder(payload, name), tiling)
-    out = canvas[:, :H, :W].astype(np.uint8)
+    out = model.layout.from_coded_colors(canvas[:, :H, :W]).astype(np.uint8)
     return out[..., 0] if C == 1 else out
 
 
@@ -417,8 +477,8 @@ def compress_archive(imgs: np.ndarray, model: PczModel, block: int = ARCHIVE_BLO
     payloads, ideal = [], 0.0
     for lo in range(0, N, block):
         enc = bs.Encoder()
-        _code_block(model, _pad(_as_nhwc(imgs[lo:lo + block]), tiling.Hp, tiling.Wp).astype(np.int64),
-                    enc, None, tiling)
+        coded = model.layout.to_coded_colors(_as_nhwc(imgs[lo:lo + block]))
+        _code_block(model, _pad(coded, tiling.Hp, tiling.Wp).astype(np.int64), enc, None, tiling)
         payloads.append(enc.to_bytes())
         ideal += enc.report().ideal_bits
     data = bs.pack_items(_header(model, H, W, C, count=N, block=block), payloads)

@@ -59,7 +59,7 @@ def sample_patches(images: Iterable[np.ndarray], layout: PatchLayout, per_image:
     dy, dx, ch = layout.offsets.T
     rows = []
     for img in images:
-        img = img[..., None] if img.ndim == 2 else img
+        img = img[..., None] if img.ndim == 2 else layout.to_coded_colors(img)
         H, W = img.shape[:2]
         R, C = H // layout.ph, W // layout.pw
         if R < 2 or C < 3:
@@ -71,7 +71,8 @@ def sample_patches(images: Iterable[np.ndarray], layout: PatchLayout, per_image:
         rows.append(img[ys, xs, np.broadcast_to(ch, ys.shape)])
     if not rows:
         raise ImageFormatError("no image is large enough for this patch size")
-    return np.concatenate(rows).astype(np.uint8)
+    centered, _ = layout.center(np.concatenate(rows).astype(np.int64))
+    return centered.astype(np.uint8)
 
 
 def train(data: np.ndarray, layout: PatchLayout, *, K: int, epochs: int, full_epochs: int, batch: int = 512,

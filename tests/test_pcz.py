@@ -17,7 +17,7 @@ import pcz_sample as golden  # noqa: E402
 
 WHOLE = pcz.PczModel.load(golden.WHOLE_MODEL)
 PATCH = pcz.PczModel.load(golden.PATCH_MODEL)
-GOLDEN_HASHES = {"tiny_rgb.pcz": "765268aafaecfcfb2e6fe5b51e4a9b8ce122c42e52d209dd1ddd86fc7474f8d0", "tiny_whole_archive.pcz": "5e231ac1648fcbf8169065dfdc2e14635c963039312a3b18fdd0da31f8e36d41"}
+GOLDEN_HASHES = {"tiny_rgb.pcz": "eb8be96ba54469e4955dba8708f9d3cf6d0885c51eac2d345bd37af35aed5a3c", "tiny_whole_archive.pcz": "5e231ac1648fcbf8169065dfdc2e14635c963039312a3b18fdd0da31f8e36d41"}
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (2, 2, 3), (3, 5, 3), (5, 7, 3), (9, 4, 3), (16, 16, 3)])

@@ -20,13 +20,13 @@ import numpy as np
 from tqdm import tqdm
 
 from codec import pcz
-from codec.images import read_idx, read_image
+from codec.images import luma, read_idx, read_image
 from codec.pcz_train import sample_patches, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 RECIPES = {
-    "mnist": dict(K=32, epochs=10, full_epochs=3, batch=512, pseudocount=0.01, seed=0),
+    "mnist": dict(K=32, epochs=16, full_epochs=4, batch=512, pseudocount=0.01, seed=0),
     "natural-gray": dict(K=32, epochs=12, full_epochs=3, batch=512, pseudocount=0.01, seed=0,
                          patch=4, images=2000, per_image=48),
     "natural-rgb": dict(K=32, epochs=12, full_epochs=3, batch=512, pseudocount=0.01, seed=0,
@@ -40,10 +40,6 @@ def _imagenette_train(data: Path, n: int) -> list[Path]:
         raise SystemExit(f"no Imagenette train images under {data / 'imagenette' / 'train'}")
     rng = np.random.default_rng(0)  # a fixed, class-balanced-in-expectation subset
     return [paths[i] for i in sorted(rng.choice(len(paths), min(n, len(paths)), replace=False))]
-
-
-def _luma(img: np.ndarray) -> np.ndarray:
-    return ((299 * img[..., 0].astype(np.int32) + 587 * img[..., 1] + 114 * img[..., 2] + 500) // 1000).astype(np.uint8)
 
 
 def build(which: str, data: Path, out: Path, force: bool) -> None:
@@ -62,7 +58,7 @@ def build(which: str, data: Path, out: Path, force: bool) -> None:
             a = read_image(p)
             if a.ndim == 2:
                 a = np.repeat(a[..., None], 3, -1)  # the 242 gray Imagenette images, as RGB
-            imgs.append(a if rgb else _luma(a))
+            imgs.append(a if rgb else luma(a))
         layout = pcz.PatchLayout.with_context(r["patch"], r["patch"], 3 if rgb else 1)
         rows = sample_patches(imgs, layout, r["per_image"], seed=r["seed"])
         source = f"Imagenette train, {len(imgs)} images, {r['per_image']} patches each"

@@ -19,7 +19,7 @@ import bitstream as bs
 from bitstream import BitstreamError, ModelMismatchError
 
 from .. import pcz
-from ..images import encode_png, read_idx, read_image
+from ..images import encode_png, luma, read_idx, read_image
 from ..pcz_train import is_idx, list_inputs, load_same_size, sample_patches, train
 
 PROG = "pcz"
@@ -182,7 +182,7 @@ def cmd_train(args) -> None:
         if channels == 3:
             imgs = [i for i in imgs if i.ndim == 3]
         else:
-            imgs = [i if i.ndim == 2 else _to_gray(i) for i in imgs]
+            imgs = [i if i.ndim == 2 else luma(i) for i in imgs]
         layout = pcz.PatchLayout.with_context(args.patch, args.patch, channels)
         data = sample_patches(imgs, layout, args.patches_per_image, seed=args.seed)
         source = f"{len(imgs)} images, {args.patches_per_image} patches each"
@@ -204,12 +204,6 @@ def cmd_train(args) -> None:
     bar.close()
     model.save(args.output, force=args.force)
     _log(args, f"{args.output}: model {model.hash.hex()}, {os.path.getsize(args.output)} bytes")
-
-
-def _to_gray(img: np.ndarray) -> np.ndarray:
-    """ITU-R 601 luma in integer arithmetic (for training gray models from RGB photos)."""
-    y = (299 * img[..., 0].astype(np.int32) + 587 * img[..., 1] + 114 * img[..., 2] + 500) // 1000
-    return y.astype(np.uint8)
 
 
 def cmd_bench(args) -> None:
