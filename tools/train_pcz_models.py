@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 RECIPES = {
     "mnist": dict(K=32, epochs=16, full_epochs=4, batch=512, pseudocount=0.01, seed=0),
-    "natural-gray": dict(K=32, epochs=12, full_epochs=3, batch=512, pseudocount=0.01, seed=0,
-                         patch=4, images=2000, per_image=48),
-    "natural-rgb": dict(K=32, epochs=12, full_epochs=3, batch=512, pseudocount=0.01, seed=0,
-                        patch=3, images=2000, per_image=48),
+    "natural-gray": dict(K=32, epochs=20, full_epochs=4, batch=512, pseudocount=0.01, seed=0,
+                         patch=2, images=2000, per_image=64),
+    "natural-rgb": dict(K=32, epochs=20, full_epochs=4, batch=512, pseudocount=0.01, seed=0,
+                        patch=2, images=2000, per_image=64),
 }
 
 
