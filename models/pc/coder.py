@@ -39,6 +39,7 @@ import numpy as np
 #: Smallest nonzero model probability the coder accepts (kept well inside the normal range).
 MIN_PROB = 2.0 ** -100
 _TINY = 2.0 ** -400
+_MIX_FLOOR = 2.0 ** -32
 
 
 @dataclass(frozen=True, eq=False)
@@ -245,17 +246,19 @@ def _visit(s, order, parent, next_sibling, prior, trans, trans_t, has, upctx, pr
 
 @numba.njit(cache=True, nogil=True)
 def _conditional(b, first_child, next_sibling, emit, has, upctx, down, w, q):  # pragma: no cover
-    """q[u] = sum_z w[z] emit[b, z, u] with w = down[b] * (b's children's context messages)."""
+    """q[u] = sum_z w[z] emit[b, z, u] with w = down[b] * (b's children's context messages),
+    rescaled, summed over the states with w[z] >= 2**-32 (the rest change q by < K 2**-32)."""
     for k in range(w.shape[0]):
         w[k] = down[b, k]
     _times_context_children(first_child[b], next_sibling, has, upctx, w)
+    _rescale(w)
     eb = emit[b]
     for u in range(q.shape[0]):
         q[u] = 0.0
     for z in range(w.shape[0]):
         wz = w[z]
-        if wz != 0.0:
-            for u in range(q.shape[0]):
+        if wz >= _MIX_FLOOR:  # states holding < 2**-32 of the largest weight are skipped (exactly
+            for u in range(q.shape[0]):  # the same decision on both sides; saves most K x 256 work)
                 q[u] += wz * eb[z, u]
 
 
