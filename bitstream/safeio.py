@@ -19,6 +19,12 @@ from .errors import AbsurdSizeError, OutputExistsError
 PathLike = str | os.PathLike
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -50,6 +56,7 @@ def atomic_output(path: PathLike, *, force: bool = False, inputs: Iterable[PathL
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode of a new file
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

@@ -3,6 +3,7 @@ import os
 import pytest
 
 import bitstream as bs
+from bitstream.safeio import _umask
 
 
 def test_atomic_write_and_force(tmp_path):
@@ -15,6 +16,7 @@ def test_atomic_write_and_force(tmp_path):
     bs.atomic_write(out, b"two", force=True)
     assert out.read_bytes() == b"two"
     assert os.listdir(tmp_path) == ["a.bin"]  # no temporary files left
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # like any new file, not mkstemp's 0600
 
 
 def test_failure_leaves_nothing(tmp_path):
