@@ -38,7 +38,7 @@ MODEL_FORMAT = 1
 #: Default number of images coded as one stream in an archive.
 ARCHIVE_BLOCK = 1000
 #: Conditionals (floats) the encoder gathers before one call into the entropy layer.
-_ENCODE_BUFFER = 1 << 22
+_ENCODE_BUFFER = 1 << 18
 SHIPPED = {"mnist": "mnist.npz", "natural-gray": "natural_gray.npz", "natural-rgb": "natural_rgb.npz"}
 
 

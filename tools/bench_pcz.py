@@ -41,10 +41,18 @@ def _baselines():
         Image.fromarray(a).save(buf, format="PNG", optimize=True)
         return buf.getvalue()
 
+    def webp(a):  # libwebp codes RGB(A) only: gray goes in as three equal channels
+        return ic.webp_encode(np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a, lossless=True, level=100, method=6)
+
+    def unwebp(b, shape):
+        out = ic.webp_decode(b)
+        return out[..., 0] if len(shape) == 2 else out
+
     return {
-        "PNG (Pillow, optimize)": (png, lambda b: np.asarray(Image.open(io.BytesIO(b)))),
-        "WebP lossless (method 6)": (lambda a: ic.webp_encode(a, lossless=True, level=100, method=6), ic.webp_decode),
-        "JPEG XL lossless (effort 7)": (lambda a: ic.jpegxl_encode(a, lossless=True, effort=7), ic.jpegxl_decode),
+        "PNG (Pillow, optimize)": (png, lambda b, shape: np.asarray(Image.open(io.BytesIO(b)))),
+        "WebP lossless (method 6)": (webp, unwebp),
+        "JPEG XL lossless (effort 7)": (lambda a: ic.jpegxl_encode(a, lossless=True, effort=7),
+                                        lambda b, shape: ic.jpegxl_decode(b)),
     }
 
 
@@ -66,7 +74,7 @@ def _baseline_rows(images, label):
             b = enc(a)
             te += time.perf_counter() - t
             t = time.perf_counter()
-            back = dec(b)
+            back = dec(b, a.shape)
             td += time.perf_counter() - t
             assert np.array_equal(np.asarray(back).reshape(a.shape), a), f"{name} is not lossless on {label}"
             sizes.append(len(b))
@@ -104,6 +112,7 @@ def bench_mnist(args) -> dict:
         "pcz one file per image": {"bits_per_subpixel": 8 * sum(map(len, files)) / single.size,
                                    "encode_images_per_s": len(single) / t_single, "images": len(single)},
     }
+    _print(out)
     out.update(_baseline_rows(list(single), "MNIST"))
     for name, r in out.items():
         _write(args.out, f"{name} mnist", f"MNIST test set, model {model.name} {model.hash.hex()}" if "pcz" in name
@@ -131,6 +140,7 @@ def bench_kodak(args) -> dict:
     out = {"pcz (natural-rgb)": {"bits_per_subpixel": bits / sub, "ideal_bits_per_subpixel": ideal / sub,
                                  "per_image_bits_per_subpixel": per, "encode_ms_per_image": 1000 * te / len(imgs),
                                  "decode_ms_per_image": 1000 * td / len(imgs)}}
+    _print(out)
     out.update(_baseline_rows(imgs, "Kodak"))
     for name, r in out.items():
         _write(args.out, f"{name} kodak", "Kodak, 24 images, one file per image", r)
@@ -151,6 +161,12 @@ def bench_speed(args) -> dict:
                               "identical_conditionals": True}}
 
 
+def _print(res: dict) -> None:
+    for name, r in res.items():
+        print(f"{name:<32} " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in r.items() if not isinstance(v, list)), flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("what", choices=("mnist", "kodak", "speed"))
@@ -161,9 +177,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, help="folder for CompressAI-style JSON files")
     args = ap.parse_args(argv)
     res = {"mnist": bench_mnist, "kodak": bench_kodak, "speed": bench_speed}[args.what](args)
-    for name, r in res.items():
-        print(f"{name:<32} " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                          for k, v in r.items() if not isinstance(v, list)))
+    print("all rows:")
+    _print(res)
 
 
 if __name__ == "__main__":

@@ -263,15 +263,15 @@ def _conditional(b, first_child, next_sibling, emit, has, upctx, down, w, q):  #
 
 
 def _fast_step_body(k, prev, ev, coded, order, coded_pos, parent, first_child, next_sibling, prior, trans,
-               trans_t, emit, has, upctx, prefix, down, q):  # pragma: no cover - compiled
+                    trans_t, emit, has, upctx, prefix, down, scratch, q):  # pragma: no cover - compiled
     """Advance every image to the k-th coded variable: absorb the previous coded value ``prev``,
     visit the context nodes in between, and write that variable's conditional into q."""
     B = q.shape[0]
     K = prior.shape[0]
     for i in numba.prange(B):
-        up = np.empty(K)
-        g = np.empty(K)
-        w = np.empty(K)
+        up = scratch[i, 0]
+        g = scratch[i, 1]
+        w = scratch[i, 2]
         if k == 0:
             start = 0
         else:
@@ -377,6 +377,7 @@ class Stepper:
         self._prefix = np.empty((B, m.D, m.K))
         self._down = np.empty((B, m.D, m.K))
         self._q = np.empty((B, m.V))
+        self._scratch = np.empty((B, 3, m.K))
         self._none = np.zeros(B, dtype=np.int64)
         if (~m.coded).any():
             _start(ev, m.coded, m.order, m.parent, m.first_child, m.next_sibling, m.trans_t, m.emit,
@@ -390,7 +391,7 @@ class Stepper:
         kernel = _fast_step_par if len(prev) >= _PARALLEL_MIN_BATCH else _fast_step_ser
         kernel(self.k, prev, self._ev, m.coded, m.order, m.coded_pos, m.parent, m.first_child,
                    m.next_sibling, m.prior, m.trans, m.trans_t, m.emit, self._has, self._upctx,
-                   self._prefix, self._down, self._q)
+                   self._prefix, self._down, self._scratch, self._q)
         self.k += 1
         return self._q
 
