@@ -514,6 +514,21 @@ def decompress_archive(data: bytes, model: PczModel, name: str | None = None, in
     return np.concatenate([_decode_images(p, model, header, n, name) for p, n in zip(items, sizes)])
 
 
+def timed_roundtrip(img: np.ndarray, model: PczModel) -> tuple[Result, float, float]:
+    """Compress and decompress one image, check it is bit-exact; return (result, encode s, decode s)."""
+    import time
+
+    t = time.perf_counter()
+    res = compress_ex(img, model)
+    t_enc = time.perf_counter() - t
+    t = time.perf_counter()
+    back = decompress(res.data, model)
+    t_dec = time.perf_counter() - t
+    if not np.array_equal(back, img):
+        raise AssertionError("pcz round trip is not bit-exact")
+    return res, t_enc, t_dec
+
+
 def file_info(data: bytes, name: str | None = None) -> dict:
     """What a .pcz file says about itself, without needing the model."""
     header, items = bs.read_container(data, name=name)

@@ -176,3 +176,15 @@ def test_mnist_digits_with_shipped_model(shared_data):
     res = pcz.compress_archive(imgs, model)
     assert np.array_equal(pcz.decompress_archive(res.data, model), imgs)
     assert res.bits_per_subpixel < 1.6
+
+
+def test_cli_bench_and_info(tmp_path):
+    img = np.random.default_rng(2).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    (tmp_path / "a.png").write_bytes(encode_png(img))
+    r = pcz_cli("bench", "a.png", "--model", golden.PATCH_MODEL, "--json", "r.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    import json
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["name"] == "pcz" and len(res["results"]["bits_per_subpixel"]) == 1
+    r = pcz_cli("info", golden.GOLDEN_IMAGE, golden.PATCH_MODEL, cwd=tmp_path)
+    assert r.returncode == 0 and '"images": 1' in r.stdout and '"latent_states": 3' in r.stdout, r.stderr
