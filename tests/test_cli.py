@@ -53,11 +53,13 @@ def test_quickstart_pcz_demo(tmp_path):
     assert "bit-exact" in r.stdout and (tmp_path / "camera.pcz").exists()
 
 
-def test_readme_snippet_runs(tmp_path):
+def test_readme_snippets_run(tmp_path):
     text = (ROOT / "README.md").read_text()
-    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
-    r = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    snippets = [part.split("```", 1)[0] for part in text.split("```python\n")[1:]]
+    assert len(snippets) >= 2
+    for snippet in snippets:
+        r = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0, (snippet, r.stderr)
 
 
 def test_ci_runs_the_readme_test_command():
