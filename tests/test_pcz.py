@@ -188,3 +188,17 @@ def test_cli_bench_and_info(tmp_path):
     assert res["name"] == "pcz" and len(res["results"]["bits_per_subpixel"]) == 1
     r = pcz_cli("info", golden.GOLDEN_IMAGE, golden.PATCH_MODEL, cwd=tmp_path)
     assert r.returncode == 0 and '"images": 1' in r.stdout and '"latent_states": 3' in r.stdout, r.stderr
+
+
+def test_cli_finds_shipped_model_by_hash(tmp_path):
+    if not pcz.shipped_model_path("natural-rgb").exists():
+        pytest.skip("shipped models not built")
+    img = np.random.default_rng(3).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    (tmp_path / "a.png").write_bytes(encode_png(img))
+    assert pcz_cli("compress", "a.png", cwd=tmp_path).returncode == 0  # default model chosen by image type
+    r = pcz_cli("decompress", "a.pcz", "-o", "b.png", cwd=tmp_path)  # model found from the file's hash
+    assert r.returncode == 0, r.stderr
+    from codec.images import read_image
+    assert np.array_equal(read_image(tmp_path / "b.png"), img)
+    data = (tmp_path / "a.pcz").read_bytes()
+    assert bs.read_container(data)[0].model_hash == pcz.load_model("natural-rgb").hash
