@@ -340,13 +340,17 @@ def _pad(imgs: np.ndarray, Hp: int, Wp: int) -> np.ndarray:
 
 
 def _code_block(model: PczModel, canvas: np.ndarray, enc: bs.Encoder | None, dec: bs.Decoder | None,
-                tiling: _Tiling) -> None:
-    """Code (or decode into) ``canvas`` (N, Hp, Wp, C): every patch of every image, one stream."""
+                tiling: _Tiling, progress=None) -> None:
+    """Code (or decode into) ``canvas`` (N, Hp, Wp, C): every patch of every image, one stream.
+
+    ``progress(done, total)`` is called after each wavefront step, if given."""
     tables = model.tables
     N = canvas.shape[0]
     cv = tables.coded_vars
     n_idx = np.arange(N)[:, None, None]
-    for ys, xs, cs, valid in tiling.groups:
+    for step, (ys, xs, cs, valid) in enumerate(tiling.groups):
+        if progress is not None:
+            progress(step, len(tiling.groups))
         P = ys.shape[0]
         ev = np.where(valid[None], canvas[n_idx, ys[None], xs[None], cs[None]], -1).reshape(N * P, -1)
         ev, shift = model.layout.center(ev)
@@ -417,7 +421,8 @@ def compress(img: np.ndarray, model: PczModel) -> bytes:
     return compress_ex(img, model).data
 
 
-def compress_ex(img: np.ndarray, model: PczModel) -> Result:
+def compress_ex(img: np.ndarray, model: PczModel, progress=None) -> Result:
+    """:func:`compress` with the sizes a benchmark reports; ``progress(done, total)`` if given."""
     img = check_image(img)
     C = 1 if img.ndim == 2 else 3
     _check_model_fits(model, C)
@@ -425,7 +430,7 @@ def compress_ex(img: np.ndarray, model: PczModel) -> Result:
     tiling = _tiling(model.layout, H, W)
     enc = bs.Encoder()
     coded = model.layout.to_coded_colors(_as_nhwc(img[None]))
-    _code_block(model, _pad(coded, tiling.Hp, tiling.Wp).astype(np.int64), enc, None, tiling)
+    _code_block(model, _pad(coded, tiling.Hp, tiling.Wp).astype(np.int64), enc, None, tiling, progress)
     payload = enc.to_bytes()
     data = bs.pack_items(_header(model, H, W, C), [payload])
     return Result(data, enc.report().ideal_bits, len(payload), img.size)
@@ -444,19 +449,19 @@ def _open(data: bytes, model: PczModel, name: str | None):
     return header, items
 
 
-def decompress(data: bytes, model: PczModel, name: str | None = None) -> np.ndarray:
+def decompress(data: bytes, model: PczModel, name: str | None = None, progress=None) -> np.ndarray:
     """Decode a single-image ``.pcz`` file (bytes) to its uint8 array, bit-exact."""
     header, items = _open(data, model, name)
     if header.archive or len(items) != 1:
         raise MalformedError("an archive: use decompress_archive", name)
-    return _decode_images(items[0], model, header, 1, name)[0]
+    return _decode_images(items[0], model, header, 1, name, progress)[0]
 
 
-def _decode_images(payload: bytes, model: PczModel, header: bs.Header, n: int, name) -> np.ndarray:
+def _decode_images(payload: bytes, model: PczModel, header: bs.Header, n: int, name, progress=None) -> np.ndarray:
     H, W, C = header.height, header.width, header.channels
     tiling = _tiling(model.layout, H, W)
     canvas = np.zeros((n, tiling.Hp, tiling.Wp, C), dtype=np.int64)
-    _code_block(model, canvas, None, bs.Decoder(payload, name), tiling)
+    _code_block(model, canvas, None, bs.Decoder(payload, name), tiling, progress)
     out = model.layout.from_coded_colors(canvas[:, :H, :W]).astype(np.uint8)
     return out[..., 0] if C == 1 else out
 

@@ -73,11 +73,34 @@ def _model_for_file(data: bytes, spec, name: str) -> pcz.PczModel:
 # ---------------------------------------------------------------------------------------------
 
 
-def _compress_one(path: str, out: str, model_spec, force: bool) -> tuple[str, int, int, float]:
+class _Bar:
+    """A progress bar on stderr for one long image (none for small ones, or with -q)."""
+
+    def __init__(self, label: str, pixels: int, quiet: bool):
+        self.bar = None
+        self.label, self.on = label, not quiet and pixels >= 1 << 17
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.on:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.label, unit="step", file=sys.stderr, leave=False)
+        self.bar.update(done + 1 - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _compress_one(path: str, out: str, model_spec, force: bool, quiet: bool = True) -> tuple[str, int, int, float]:
     img = read_image(path)
     model = _model(model_spec or pcz.default_model_for(img))
+    bar = _Bar(path, img.shape[0] * img.shape[1], quiet)
     t = time.perf_counter()
-    data = pcz.compress(img, model)
+    data = pcz.compress_ex(img, model, progress=bar).data
+    bar.close()
     dt = time.perf_counter() - t
     bs.atomic_write(out, data, force=force, inputs=[path])
     return out, len(data), img.size, dt
@@ -108,7 +131,7 @@ def cmd_compress(args) -> None:
     outs = [args.output or str(p.with_suffix(".pcz")) for p in inputs]
     for p, o in zip(inputs, outs):
         bs.check_output(o, force=args.force, inputs=[p])
-    jobs = [(str(p), o, args.model, args.force) for p, o in zip(inputs, outs)]
+    jobs = [(str(p), o, args.model, args.force, args.quiet or len(inputs) > 1) for p, o in zip(inputs, outs)]
     if len(jobs) > 1 and args.jobs > 1:
         with ProcessPoolExecutor(min(args.jobs, len(jobs)), initializer=_worker_init) as pool:
             results = list(pool.map(_compress_one, *zip(*jobs)))
@@ -144,7 +167,9 @@ def cmd_decompress(args) -> None:
         else:
             out = args.output or str(p.with_suffix(".png"))
             bs.check_output(out, force=args.force, inputs=[p])
-            img = pcz.decompress(data, model, name)
+            bar = _Bar(name, info["width"] * info["height"], args.quiet)
+            img = pcz.decompress(data, model, name, progress=bar)
+            bar.close()
             bs.atomic_write(out, encode_png(img), force=args.force, inputs=[p])
             _log(args, f"{out}: {img.shape[1]}x{img.shape[0]} {'RGB' if img.ndim == 3 else 'gray'}")
 
