@@ -5,13 +5,14 @@ q_t(u) = p(X_sigma_t = u | x_sigma_1 .. x_sigma_(t-1)). In the latent tree,
 q_t(u) ∝ sum_z w_t(z) E_b(u | z) with b = sigma_t and w_t(z) the joint probability of Z_b = z and all
 evidence coded so far (the message into b from the rest of the tree).
 
-**Order.** sigma is the depth-first pre-order of the tree (children by index). At b's turn, all of
-b's subtree is still unobserved (its upward message is exactly 1) and the tree path from the
-previous variable to b climbs through subtrees that have just been completed and then steps down
-one edge. So:
+**Order.** sigma is the depth-first pre-order of the tree (children by index). At b's turn, no
+variable of b's subtree has been coded yet, and the tree path from the previous variable to b climbs
+through subtrees that have just been completed and then steps down one edge. *Context* variables
+(a patch's decoded neighbours; not coded) enter through upward messages computed once per patch
+from the context alone (:func:`_context_pass`); missing context is marginalised (factor 1). So:
 
 - **fast path** (:class:`Stepper`, used by encoder and decoder): keep, per node, the product of
-  its own leaf factor and its finished children's upward messages (``inner``) and its downward
+  its own leaf factor and its finished children's upward messages (``prefix``) and its downward
   message (``down``). Between two steps, compute the upward message of each subtree that has just
   been completed (once per node per image) and one downward message. Each node's messages are
   computed once, so an image costs 2(D-1) K^2 + D K 256 multiply-adds: O(|p|) per image, which is
@@ -24,7 +25,8 @@ one edge. So:
 **Bit-exact decoding.** Everything is in the probability domain with IEEE + and x only (no exp/log,
 no fastmath, every sum in a fixed order). After every product a vector is rescaled by an exact power
 of two (frexp/ldexp) so its maximum lies in [0.5, 1), and entries below 2**-400 are set to zero.
-With model probabilities >= 2**-100 (see :func:`coding_tables`) no intermediate value can become
+With model probabilities >= 2**-100 (see :func:`coding_tables`; shipped models store >= 2**-16)
+no intermediate value can become
 subnormal, so a flush-to-zero setting elsewhere cannot change a result. The model's probabilities
 are stored, not recomputed with exp at load time.
 """
