@@ -202,3 +202,19 @@ def test_cli_finds_shipped_model_by_hash(tmp_path):
     assert np.array_equal(read_image(tmp_path / "b.png"), img)
     data = (tmp_path / "a.pcz").read_bytes()
     assert bs.read_container(data)[0].model_hash == pcz.load_model("natural-rgb").hash
+
+
+def test_cli_train_patch_model_from_pngs(tmp_path):
+    rng = np.random.default_rng(6)
+    (tmp_path / "imgs").mkdir()
+    for i in range(4):
+        base = rng.integers(0, 200, (1, 1, 3))
+        img = np.clip(base + rng.integers(0, 40, (18, 20, 3)), 0, 255).astype(np.uint8)
+        (tmp_path / "imgs" / f"{i}.png").write_bytes(encode_png(img))
+    r = pcz_cli("train", "imgs", "-o", "p.npz", "--patch", "2", "-K", "3", "--epochs", "2", "--full-epochs", "1",
+                "--patches-per-image", "16", "--batch", "16", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    model = pcz.PczModel.load(tmp_path / "p.npz")
+    assert model.layout.centered and model.layout.subtract_green and model.layout.channels == 3
+    img = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    assert np.array_equal(pcz.decompress(pcz.compress(img, model), model), img)
