@@ -427,19 +427,29 @@ def compress_ex(img: np.ndarray, model: PczModel, progress=None) -> Result:
     C = 1 if img.ndim == 2 else 3
     _check_model_fits(model, C)
     H, W = img.shape[:2]
-    tiling = _tiling(model.layout, H, W)
-    enc = bs.Encoder()
-    coded = model.layout.to_coded_colors(_as_nhwc(img[None]))
-    _code_block(model, _pad(coded, tiling.Hp, tiling.Wp).astype(np.int64), enc, None, tiling, progress)
-    payload = enc.to_bytes()
+    payload, ideal = _encode_images(model, img[None], _tiling(model.layout, H, W), progress)
     data = bs.pack_items(_header(model, H, W, C), [payload])
-    return Result(data, enc.report().ideal_bits, len(payload), img.size)
+    return Result(data, ideal, len(payload), img.size)
 
 
-def _open(data: bytes, model: PczModel, name: str | None):
+def _encode_images(model: PczModel, imgs: np.ndarray, tiling: _Tiling, progress=None) -> tuple[bytes, float]:
+    """One stream for same-size images (N, H, W[, 3]); returns (payload, ideal bits)."""
+    enc = bs.Encoder()
+    coded = model.layout.to_coded_colors(_as_nhwc(imgs))
+    _code_block(model, _pad(coded, tiling.Hp, tiling.Wp).astype(np.int64), enc, None, tiling, progress)
+    return enc.to_bytes(), enc.report().ideal_bits
+
+
+def _read_pcz(data: bytes, name: str | None):
+    """Header and items of a container that must be a pcz file."""
     header, items = bs.read_container(data, name=name)
     if header.kind != bs.CodecKind.PCZ:
         raise MalformedError(f"this is a {bs.container.kind_name(header.kind)} file, not pcz", name)
+    return header, items
+
+
+def _open(data: bytes, model: PczModel, name: str | None):
+    header, items = _read_pcz(data, name)
     header.require_model(model.hash, name, what=f"pcz model")
     if header.width is None or header.channels not in (1, 3):
         raise MalformedError("pcz header lacks the image size or channels", name)
@@ -481,11 +491,9 @@ def compress_archive(imgs: np.ndarray, model: PczModel, block: int = ARCHIVE_BLO
     tiling = _tiling(model.layout, H, W)
     payloads, ideal = [], 0.0
     for lo in range(0, N, block):
-        enc = bs.Encoder()
-        coded = model.layout.to_coded_colors(_as_nhwc(imgs[lo:lo + block]))
-        _code_block(model, _pad(coded, tiling.Hp, tiling.Wp).astype(np.int64), enc, None, tiling)
-        payloads.append(enc.to_bytes())
-        ideal += enc.report().ideal_bits
+        payload, bits = _encode_images(model, imgs[lo:lo + block], tiling)
+        payloads.append(payload)
+        ideal += bits
     data = bs.pack_items(_header(model, H, W, C, count=N, block=block), payloads)
     return Result(data, ideal, sum(map(len, payloads)), imgs.size)
 
@@ -536,9 +544,7 @@ def timed_roundtrip(img: np.ndarray, model: PczModel) -> tuple[Result, float, fl
 
 def file_info(data: bytes, name: str | None = None) -> dict:
     """What a .pcz file says about itself, without needing the model."""
-    header, items = bs.read_container(data, name=name)
-    if header.kind != bs.CodecKind.PCZ:
-        raise MalformedError(f"this is a {bs.container.kind_name(header.kind)} file, not pcz", name)
+    header, items = _read_pcz(data, name)
     n = header.count if header.archive else 1
     sub = n * header.width * header.height * header.channels
     return {"images": n, "width": header.width, "height": header.height, "channels": header.channels,

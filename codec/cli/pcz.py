@@ -17,6 +17,7 @@ import numpy as np
 
 import bitstream as bs
 from bitstream import BitstreamError, ModelMismatchError
+from models.pc import tree_height
 
 from .. import pcz
 from ..images import encode_png, luma, read_idx, read_image
@@ -56,11 +57,11 @@ def _model(spec) -> pcz.PczModel:
     return _MODELS[key]
 
 
-def _model_for_file(data: bytes, spec, name: str) -> pcz.PczModel:
-    """The model a .pcz file names: ``spec`` if given, else the shipped model with that hash."""
+def _model_for_file(info: dict, spec, name: str) -> pcz.PczModel:
+    """The model a .pcz file (described by ``info``) names: ``spec`` if given, else the shipped
+    model with that hash."""
     if spec:
         return _model(spec)
-    info = pcz.file_info(data, name)
     for key in pcz.SHIPPED:
         if pcz.shipped_model_path(key).exists() and _model(key).hash.hex() == info["model_hash"]:
             return _model(key)
@@ -148,8 +149,8 @@ def cmd_decompress(args) -> None:
     for p in inputs:
         name = str(p)
         data = bs.read_limited(p, 1 << 34)
-        model = _model_for_file(data, args.model, name)
         info = pcz.file_info(data, name)
+        model = _model_for_file(info, args.model, name)
         if info["images"] > 1 or args.index is not None:
             if args.index is not None:
                 img = pcz.decompress_archive(data, model, name, index=args.index)
@@ -182,16 +183,10 @@ def cmd_info(args) -> None:
             L = m.layout
             print(json.dumps({"file": name, "model": m.name, "hash": m.hash.hex(), "patch": [L.ph, L.pw, L.channels],
                               "context_variables": int((~L.coded).sum()), "variables": m.D, "latent_states": m.K,
-                              "tree_height": int(_height(m.parent)), "info": m.info}, indent=1))
+                              "tree_height": int(tree_height(m.parent)), "info": m.info}, indent=1))
             continue
         data = bs.read_limited(p, 1 << 34)
         print(json.dumps({"file": name, **pcz.file_info(data, name)}, indent=1))
-
-
-def _height(parent: np.ndarray) -> int:
-    from models.pc import tree_height
-
-    return tree_height(parent)
 
 
 def cmd_train(args) -> None:
@@ -214,7 +209,7 @@ def cmd_train(args) -> None:
     else:
         imgs = load_same_size(paths, args.max_images)
         layout = pcz.PatchLayout.whole(imgs.shape[1], imgs.shape[2], 1 if imgs.ndim == 3 else 3)
-        data = imgs.reshape(len(imgs), -1) if imgs.ndim == 3 else imgs.reshape(len(imgs), -1)
+        data = imgs.reshape(len(imgs), -1)
         source = f"{len(imgs)} images of {imgs.shape[2]}x{imgs.shape[1]}"
     _log(args, f"training on {source}: {data.shape[0]} rows of {data.shape[1]} variables, K={args.K}")
     bar = tqdm(total=args.epochs + args.full_epochs, unit="epoch", disable=args.quiet, file=sys.stderr)
