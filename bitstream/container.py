@@ -586,6 +586,14 @@ class ContainerReader:
         self.index()
         return self._n_items
 
+    def read_chunk(self, info: ChunkInfo) -> Chunk:
+        """The chunk that :meth:`index` located as ``info``, read and CRC-checked (random access)."""
+        try:
+            self._seek(info.offset)
+            return self._read_chunk_at_cursor()
+        except BitstreamError as err:
+            raise err.with_name(self.name) from None
+
     def item(self, i: int) -> bytes:
         """Item ``i`` (negative counts from the end), reading only the chunk that holds it."""
         n = len(self)
@@ -594,11 +602,7 @@ class ContainerReader:
         if not 0 <= i < n:
             raise IndexError(f"item {i} out of range (file holds {n})")
         info = next(c for c in self._index if c.n_items and c.first_item <= i < c.first_item + c.n_items)
-        try:
-            self._seek(info.offset)
-            chunk = self._read_chunk_at_cursor()
-        except BitstreamError as err:
-            raise err.with_name(self.name) from None
+        chunk = self.read_chunk(info)
         if chunk.type == ITEM:
             return chunk.body
         return decode_batch(chunk.body, self.name)[i - info.first_item]

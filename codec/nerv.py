@@ -1,0 +1,459 @@
+"""nervcodec: a video stored as a neural network (HNeRV, NeRV++, NIRVANA) in the common container.
+
+File layout (``bitstream/FORMAT.md`` §13 has every byte):
+
+- header: kind NERV, frame size, 3 channels, frame count, fps, and ``params`` = the model kind and
+  its hyper-parameters as canonical JSON (``{"v":1,"model":…,"config":{…},"pix_fmt":"rgb24"}``);
+- ``W`` chunks (critical): one network's integer weights — HNeRV and NeRV++ have one, NIRVANA one
+  per group of frames, in order (a group may be coded as the residual against the previous one);
+- ``E`` chunks (critical, HNeRV only): the integer embeddings of a run of consecutive frames;
+- ``t`` chunks (ancillary): what the encoder measured (PSNR, settings), for ``nervcodec info``.
+
+Integers are coded by the shared entropy layer under empirical-histogram :class:`~bitstream.CdfTable`
+rows that travel in the chunk (one row per large tensor, one shared by the small ones), so any
+value decodes exactly and the table costs a few dozen bytes. Decoding streams chunk by chunk; any
+single frame decodes alone (HNeRV: the weights and its ``E`` chunk; NeRV++: the weights; NIRVANA:
+the weight chunks up to its group, no frames rendered on the way).
+"""
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+import bitstream as bs
+from bitstream import AbsurdSizeError, MalformedError
+from bitstream.varint import decode_uvarint, encode_uvarint
+from models.inr import (
+    KINDS, FitOptions, Fitted, HNeRVConfig, NeRVppConfig, NirvanaConfig, QuantizedTensor, build_net,
+    decoder_from, dequantize_embeddings, fit, group_count, hnerv_config, nervpp_config, nirvana_params, render,
+)
+
+WEIGHTS = "W"
+EMBEDDINGS = "E"
+CHUNK_TYPES = WEIGHTS + EMBEDDINGS
+FORMAT_VERSION = 1
+
+#: Frames per ``E`` chunk (HNeRV): the unit a single-frame decode reads.
+EMB_RUN = 8
+#: Tensors with fewer values share one table row; larger ones get their own.
+SMALL_TENSOR = 256
+#: Widest table row; values outside it are escape-coded (exact, just dearer).
+MAX_ROW = 4096
+#: Largest network a file may declare (parameters), checked before anything is built.
+MAX_PARAMS = 1 << 26
+MAX_FRAME_PIXELS = 1 << 26
+
+_CONFIGS = {"hnerv": HNeRVConfig, "nervpp": NeRVppConfig, "nirvana": NirvanaConfig}
+
+
+class NervError(MalformedError):
+    """A ``.nerv`` file whose contents do not describe a decodable network."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizing
+# ---------------------------------------------------------------------------------------------
+
+#: Coded bits per network parameter assumed when sizing a network from a target bpp (measured on
+#: the benchmark clip at the default λ; the real rate is what the file ends up holding).
+BITS_PER_PARAM = 5.0
+
+
+def make_config(kind: str, height: int, width: int, frames: int, *, size: int | None = None,
+                bpp: float | None = None, group: int = 16):
+    """A model config for ``kind`` sized by parameter count ``size`` or by a target ``bpp``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown model {kind!r}; choose from {', '.join(KINDS)}")
+    pixels = frames * height * width
+    if size is None:
+        size = int((bpp if bpp is not None else 0.05) * pixels / BITS_PER_PARAM)
+    size = max(size, 2000)
+    if kind == "hnerv":
+        return hnerv_config(height, width, size)
+    if kind == "nervpp":
+        return nervpp_config(height, width, size)
+    # NIRVANA: ``size`` is the budget for all groups together; later groups are residuals that
+    # cost a fraction of a fresh network, so each group's network gets a share larger than 1/G.
+    g = group_count(NirvanaConfig(height, width, group=group), frames)
+    per_group = size / (1 + 0.35 * (g - 1))
+    hidden = 8
+    while nirvana_params(NirvanaConfig(height, width, group=group, hidden=hidden + 8)) <= per_group and hidden < 512:
+        hidden += 8
+    return NirvanaConfig(height, width, group=group, hidden=hidden)
+
+
+def config_to_params(kind: str, cfg) -> bytes:
+    doc = {"v": FORMAT_VERSION, "model": kind, "config": cfg.to_dict(), "pix_fmt": "rgb24"}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def params_to_config(header: bs.Header, name: str | None):
+    """Parse and validate the header's model description; sizes are checked before building."""
+    try:
+        doc = json.loads(header.params.decode("utf-8"))
+        if not isinstance(doc, dict) or doc.get("v") != FORMAT_VERSION:
+            raise NervError(f"unsupported nerv format version {doc.get('v') if isinstance(doc, dict) else '?'}", name)
+        kind = doc.get("model")
+        if kind not in _CONFIGS:
+            raise NervError(f"unknown model kind {kind!r}", name)
+        if doc.get("pix_fmt") != "rgb24":
+            raise NervError(f"unsupported pixel format {doc.get('pix_fmt')!r}", name)
+        fields = doc["config"]
+        if not isinstance(fields, dict):
+            raise NervError("model config is not an object", name)
+        for k, v in fields.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not (0 <= v <= 1 << 20):
+                raise AbsurdSizeError(f"model config {k}={v} out of range", name)
+            if isinstance(v, list) and (len(v) > 16 or not all(isinstance(i, int) and 1 <= i <= 64 for i in v)):
+                raise AbsurdSizeError(f"model config {k}={v} out of range", name)
+        cfg = _CONFIGS[kind](**fields)
+    except bs.BitstreamError:
+        raise
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, RecursionError) as err:
+        raise NervError(f"bad model description in the header ({err})", name) from None
+    if (cfg.height, cfg.width) != (header.height, header.width):
+        raise NervError("model config and header disagree on the frame size", name)
+    H, W = cfg.padded
+    if H * W > MAX_FRAME_PIXELS:
+        raise AbsurdSizeError(f"padded frame {W}x{H} too large", name)
+    with torch.device("meta"):
+        try:
+            n = sum(p.numel() for p in build_net(kind, cfg).parameters())
+        except (ValueError, RuntimeError) as err:
+            raise NervError(f"model config does not build a network ({err})", name) from None
+    if n > MAX_PARAMS:
+        raise AbsurdSizeError(f"model declares {n} parameters (limit {MAX_PARAMS})", name)
+    return kind, cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Coding integer tensors
+# ---------------------------------------------------------------------------------------------
+
+
+def _row_of(sizes: list[int]) -> tuple[list[int], int]:
+    """Table row per tensor: one each for large tensors, a shared last row for the small ones."""
+    rows, r = [], 0
+    for n in sizes:
+        if n >= SMALL_TENSOR:
+            rows.append(r)
+            r += 1
+        else:
+            rows.append(-1)
+    shared = r
+    rows = [shared if x < 0 else x for x in rows]
+    return rows, shared + (1 if shared in rows else 0)
+
+
+def _empirical_table(values: list[np.ndarray]) -> bs.CdfTable:
+    pmfs, offsets = [], []
+    for v in values:
+        if v.size == 0:
+            lo, counts = 0, np.ones(1)
+        else:
+            med = int(np.median(v))
+            lo = max(int(v.min()), med - MAX_ROW // 2)
+            hi = min(int(v.max()), lo + MAX_ROW - 1)
+            counts = np.bincount(np.clip(v, lo, hi + 1) - lo, minlength=hi - lo + 2)[:hi - lo + 1].astype(np.float64)
+            counts = counts + 1e-3  # absent values stay codable (the quantizer floors at 1 anyway)
+        pmfs.append(counts / counts.sum())
+        offsets.append(lo)
+    return bs.CdfTable.from_pmfs(pmfs, offsets)
+
+
+def encode_ints(arrays: list[np.ndarray]) -> bytes:
+    """Integer arrays (shapes known to the decoder) → table + entropy payload."""
+    flat = [np.asarray(a, dtype=np.int64).ravel() for a in arrays]
+    rows, n_rows = _row_of([len(f) for f in flat])
+    per_row = [np.concatenate([f for f, r in zip(flat, rows) if r == k]) for k in range(n_rows)]
+    table = _empirical_table(per_row)
+    values = np.concatenate(flat) if flat else np.zeros(0, np.int64)
+    index = np.concatenate([np.full(len(f), r) for f, r in zip(flat, rows)]) if flat else np.zeros(0, np.int64)
+    enc = bs.Encoder()
+    enc.encode_factorized(values, table, index)
+    tb = table.to_bytes()
+    return encode_uvarint(len(tb)) + tb + enc.to_bytes()
+
+
+def decode_ints(data: bytes, shapes: list[tuple[int, ...]], name: str | None) -> list[np.ndarray]:
+    sizes = [math.prod(s) for s in shapes]
+    rows, n_rows = _row_of(sizes)
+    n, pos = decode_uvarint(data, 0)
+    if n > len(data) - pos:
+        raise bs.TruncatedError("integer table runs past the chunk", name)
+    table, used = bs.CdfTable.from_bytes(data[pos:pos + n], name)
+    if used != n or table.rows != n_rows:
+        raise NervError(f"integer table has {table.rows} rows, {n_rows} expected", name)
+    index = np.concatenate([np.full(k, r) for k, r in zip(sizes, rows)]) if sizes else np.zeros(0, np.int64)
+    values = bs.Decoder(data[pos + n:], name).decode_factorized(table, index)
+    out, at = [], 0
+    for s, k in zip(shapes, sizes):
+        out.append(values[at:at + k].reshape(s))
+        at += k
+    return out
+
+
+def _pack_floats(xs: list[float]) -> bytes:
+    return struct.pack(f"<{len(xs)}f", *xs)
+
+
+def _unpack_floats(data: bytes, pos: int, n: int, name) -> tuple[list[float], int]:
+    if pos + 4 * n > len(data):
+        raise bs.TruncatedError("chunk ends inside its step sizes", name)
+    xs = list(struct.unpack_from(f"<{n}f", data, pos))
+    if not all(math.isfinite(x) and x > 0 for x in xs):
+        raise NervError("a step size is not a positive finite number", name)
+    return xs, pos + 4 * n
+
+
+def encode_weights(tensors: list[QuantizedTensor], prev: list[QuantizedTensor] | None) -> bytes:
+    """One network's weights; against ``prev`` (the previous group) when that codes smaller."""
+    steps = _pack_floats([t.step for t in tensors])
+    direct = bytes([0]) + steps + encode_ints([t.ints.numpy() for t in tensors])
+    if prev is None:
+        return direct
+    resid = bytes([1]) + steps + encode_ints([(t.ints - p.ints).numpy() for t, p in zip(tensors, prev)])
+    return resid if len(resid) < len(direct) else direct
+
+
+def decode_weights(body: bytes, shapes: list[tuple[int, ...]], prev: list[QuantizedTensor] | None,
+                   name) -> list[QuantizedTensor]:
+    if not body:
+        raise bs.TruncatedError("empty weight chunk", name)
+    mode = body[0]
+    if mode not in (0, 1) or (mode == 1 and prev is None):
+        raise NervError(f"bad weight chunk mode {mode}", name)
+    steps, pos = _unpack_floats(body, 1, len(shapes), name)
+    ints = decode_ints(body[pos:], shapes, name)
+    if mode == 1:
+        ints = [i + p.ints.numpy() for i, p in zip(ints, prev)]
+    return [QuantizedTensor(torch.from_numpy(np.ascontiguousarray(i)), s) for i, s in zip(ints, steps)]
+
+
+def _shapes(kind: str, cfg) -> list[tuple[int, ...]]:
+    with torch.device("meta"):
+        return [tuple(p.shape) for p in build_net(kind, cfg).parameters()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EncodeResult:
+    data: bytes
+    fitted: Fitted
+    kind: str
+
+    @property
+    def frames(self) -> np.ndarray:
+        """The encoder's final evaluation: what a decoder rebuilds from ``data``."""
+        return self.fitted.frames.numpy()
+
+
+def _emb_chunks(emb: list[QuantizedTensor]) -> Iterator[bytes]:
+    T = emb[0].ints.shape[0]
+    for lo in range(0, T, EMB_RUN):
+        hi = min(T, lo + EMB_RUN)
+        yield encode_ints([np.stack([t.ints[lo:hi].numpy() for t in emb], axis=1)])
+
+
+def pack(fitted: Fitted, fps, texts: dict[str, str] | None = None) -> bytes:
+    """The ``.nerv`` bytes of a fitted network."""
+    kind, cfg = fitted.kind, fitted.config
+    T = int(fitted.frames.shape[0])
+    chunks: list[tuple[str, bytes]] = []
+    prev = None
+    for i, w in enumerate(fitted.groups):
+        chunks.append((WEIGHTS, encode_weights(w, prev)))
+        prev = w
+    if kind == "hnerv":  # the embeddings' steps ride in front of the network they feed
+        steps = _pack_floats([t.step for t in fitted.emb])
+        chunks[0] = (WEIGHTS, encode_uvarint(len(steps)) + steps + chunks[0][1])
+        chunks += [(EMBEDDINGS, b) for b in _emb_chunks(fitted.emb)]
+    for k, v in (texts or {}).items():
+        chunks.append(bs.text_chunk(k, v))
+    header = bs.Header(kind=bs.CodecKind.NERV, width=cfg.width, height=cfg.height, channels=3, count=T,
+                       fps=Fraction(fps), params=config_to_params(kind, cfg))
+    return bs.write_container(header, chunks)
+
+
+def encode(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | None = None,
+           bpp: float | None = None, options: FitOptions | None = None, group: int = 16,
+           progress: Callable[[int, int, dict], None] | None = None) -> EncodeResult:
+    """Fit ``model`` to uint8 frames (T, H, W, 3) and return the ``.nerv`` bytes and what they decode to.
+
+    ``size`` is the network's parameter count (or, for NIRVANA, of all groups together as a
+    budget); ``bpp`` sizes it from a target rate instead. ``options`` sets epochs, λ, device, seed.
+    """
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ValueError("frames must be a nonempty uint8 array (T, H, W, 3)")
+    T, H, W, _ = frames.shape
+    opts = options or FitOptions()
+    cfg = make_config(model, H, W, T, size=size, bpp=bpp, group=group)
+    fitted = fit(frames, model, cfg, opts, progress)
+    mse = float(np.mean((fitted.frames.numpy().astype(np.float64) - frames) ** 2))
+    psnr = float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    texts = {"encoder": "nervcodec (neural-codecs)", "psnr": f"{psnr:.4f}",
+             "settings": json.dumps({"epochs": opts.epochs, "lam": opts.lam, "lr": opts.lr,
+                                     "batch": opts.batch, "seed": opts.seed}, sort_keys=True)}
+    return EncodeResult(pack(fitted, fps, texts), fitted, model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------
+
+
+class NervReader:
+    """An open ``.nerv`` file: header facts up front, frames on demand (streamed or one by one)."""
+
+    def __init__(self, source, name: str | None = None):
+        self._r = bs.ContainerReader(source, name=name, extra_critical=CHUNK_TYPES)
+        self.name = self._r.name
+        h = self._r.header
+        if h.kind != bs.CodecKind.NERV:
+            self._r.close()
+            raise MalformedError(f"this is a {bs.container.kind_name(h.kind)} file, not nerv", self.name)
+        try:
+            if h.width is None or h.count is None or h.fps is None or h.channels != 3:
+                raise NervError("nerv header lacks the frame size, count, fps or channels", self.name)
+            if h.count == 0:
+                raise NervError("nerv file declares zero frames", self.name)
+            self.kind, self.config = params_to_config(h, self.name)
+        except BaseException:
+            self._r.close()
+            raise
+        self.header = h
+        self.width, self.height, self.count, self.fps = h.width, h.height, h.count, h.fps
+        self._shapes = _shapes(self.kind, self.config)
+        self._index = None
+
+    # -- structure ------------------------------------------------------------------------------
+    def index(self):
+        if self._index is None:
+            infos = self._r.index()
+            w = [c for c in infos if c.type == WEIGHTS]
+            e = [c for c in infos if c.type == EMBEDDINGS]
+            want_w = group_count(self.config, self.count) if self.kind == "nirvana" else 1
+            want_e = -(-self.count // EMB_RUN) if self.kind == "hnerv" else 0
+            if len(w) != want_w or len(e) != want_e:
+                raise NervError(f"file has {len(w)} weight and {len(e)} embedding chunks; "
+                                f"{self.kind} with {self.count} frames needs {want_w} and {want_e}", self.name)
+            self._index = (w, e)
+        return self._index
+
+    def _weights(self, body: bytes, prev):
+        emb_steps = None
+        if self.kind == "hnerv":
+            n, pos = decode_uvarint(body, 0)
+            if n != 4 * self.config.emb_ch:
+                raise NervError("embedding step block has the wrong size", self.name)
+            emb_steps, _ = _unpack_floats(body, pos, self.config.emb_ch, self.name)
+            body = body[pos + n:]
+        return decode_weights(body, self._shapes, prev, self.name), emb_steps
+
+    def _embeddings(self, body: bytes, run: int, steps: list[float]) -> torch.Tensor:
+        c, h, w = self.config.emb_shape
+        n = min(EMB_RUN, self.count - run * EMB_RUN)
+        (ints,) = decode_ints(body, [(n, c, h, w)], self.name)
+        emb = [QuantizedTensor(torch.from_numpy(ints[:, k].copy()), steps[k]) for k in range(c)]
+        return dequantize_embeddings(emb)
+
+    def _net(self, tensors):
+        try:
+            return decoder_from(self.kind, self.config, tensors)
+        except ValueError as err:
+            raise NervError(str(err), self.name) from None
+
+    # -- frames ---------------------------------------------------------------------------------
+    def iter_frames(self, device: str = "cpu", batch: int = 8) -> Iterator[np.ndarray]:
+        """Decode front to back, yielding uint8 (n, H, W, 3) batches as chunks arrive."""
+        wi, ei = self.index()
+        if self.kind == "nirvana":
+            prev = None
+            for g, info in enumerate(wi):
+                prev, _ = self._weights(self._r.read_chunk(info).body, prev)
+                n = min(self.config.group, self.count - g * self.config.group)
+                yield render("nirvana", self.config, self._net(prev), count=n, frames=range(n),
+                             device=device, batch=batch).numpy()
+            return
+        tensors, steps = self._weights(self._r.read_chunk(wi[0]).body, None)
+        net = self._net(tensors)
+        if self.kind == "nervpp":
+            for lo in range(0, self.count, batch):
+                yield render("nervpp", self.config, net, count=self.count,
+                             frames=range(lo, min(self.count, lo + batch)), device=device, batch=batch).numpy()
+            return
+        for run, info in enumerate(ei):
+            emb = self._embeddings(self._r.read_chunk(info).body, run, steps)
+            lo = run * EMB_RUN
+            yield render("hnerv", self.config, net, count=self.count, frames=range(lo, lo + len(emb)),
+                         emb=emb, device=device, batch=batch).numpy()
+
+    def frames(self, device: str = "cpu") -> np.ndarray:
+        return np.concatenate(list(self.iter_frames(device)))
+
+    def frame(self, i: int, device: str = "cpu") -> np.ndarray:
+        """Frame ``i`` alone (uint8 (H, W, 3)), reading only the chunks it needs."""
+        if not 0 <= i < self.count:
+            raise IndexError(f"frame {i} out of range (file holds {self.count})")
+        wi, ei = self.index()
+        if self.kind == "nirvana":
+            g = i // self.config.group
+            prev = None
+            for info in wi[:g + 1]:
+                prev, _ = self._weights(self._r.read_chunk(info).body, prev)
+            n = min(self.config.group, self.count - g * self.config.group)
+            k = i - g * self.config.group
+            return render("nirvana", self.config, self._net(prev), count=n, frames=range(k, k + 1),
+                          device=device).numpy()[0]
+        tensors, steps = self._weights(self._r.read_chunk(wi[0]).body, None)
+        net = self._net(tensors)
+        if self.kind == "nervpp":
+            return render("nervpp", self.config, net, count=self.count, frames=range(i, i + 1), device=device).numpy()[0]
+        run = i // EMB_RUN
+        emb = self._embeddings(self._r.read_chunk(ei[run]).body, run, steps)
+        k = i - run * EMB_RUN
+        return render("hnerv", self.config, net, count=self.count, frames=range(i, i + 1), emb=emb[k:k + 1],
+                      device=device).numpy()[0]
+
+    def texts(self) -> dict[str, str]:
+        return self._r.texts()
+
+    def close(self) -> None:
+        self._r.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def decode(data, name: str | None = None, device: str = "cpu") -> tuple[np.ndarray, Fraction]:
+    """``.nerv`` bytes (or a path) → (uint8 frames (T, H, W, 3), fps)."""
+    with NervReader(data, name) as r:
+        return r.frames(device), r.fps
+
+
+def info(source, name: str | None = None) -> dict:
+    """What a ``.nerv`` file holds, without rendering any frame."""
+    with NervReader(source, name) as r:
+        wi, ei = r.index()
+        size = r._r._size or 0
+        n_params = sum(math.prod(s) for s in r._shapes)
+        return {"model": r.kind, "config": r.config.to_dict(), "width": r.width, "height": r.height,
+                "frames": r.count, "fps": str(r.fps), "bytes": size,
+                "bpp": 8 * size / (r.count * r.width * r.height), "parameters": n_params,
+                "weight_chunks": len(wi), "weight_bytes": sum(c.length for c in wi),
+                "embedding_chunks": len(ei), "embedding_bytes": sum(c.length for c in ei), **r.texts()}

@@ -1,0 +1,266 @@
+"""Fitting a video INR with quantization in the loop, and rendering frames from stored integers.
+
+``fit(frames, kind, config, options)`` trains one of the three networks on a clip with
+``loss = MSE + λ · (estimated bits per pixel)`` and returns a :class:`Fitted`: the integer weights
+(and HNeRV's integer embeddings) with their float32 steps — exactly what a file stores — plus the
+frames rendered *from those integers* by the same functions the decoder calls, so the encoder's
+final evaluation and the decoded file agree by construction.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .hnerv import HNeRVConfig, HNeRVDecoder, HNeRVEncoder
+from .layout import crop_frames, pad_frames, psnr_from_mse, to_uint8
+from .nervpp import NeRVpp, NeRVppConfig
+from .nirvana import NirvanaConfig, NirvanaNet, assemble, group_count, patch_coords
+from .quant import QuantizedLatents, QuantizedNet, QuantizedTensor, load_quantized
+
+KINDS = ("hnerv", "nervpp", "nirvana")
+Progress = Callable[[int, int, dict], None]
+
+
+@dataclass
+class FitOptions:
+    epochs: int = 100  # passes over the clip (NIRVANA: over each group's frames)
+    lr: float = 2e-3
+    lam: float = 0.01  # rate weight: loss = mse + lam * bpp
+    batch: int = 4  # frames per step (HNeRV, NeRV++)
+    warmup: float = 0.1  # fraction of the steps with a linear warm-up, then cosine decay
+    seed: int = 0
+    device: str = "cpu"
+    bits: int = 8  # initial weight precision (the step learns afterwards)
+
+
+@dataclass
+class Fitted:
+    """What a file stores about a trained network, and the frames it renders."""
+
+    kind: str
+    config: object  # HNeRVConfig | NeRVppConfig | NirvanaConfig
+    groups: list[list[QuantizedTensor]]  # weights: one list (HNeRV, NeRV++) or one per group
+    emb: list[QuantizedTensor] | None = None  # HNeRV: one per channel, ints (T, h, w)
+    est_bits: float = 0.0  # the rate estimate the training minimised (at the end)
+    frames: torch.Tensor | None = None  # uint8 (T, H, W, 3), rendered from the integers
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+def build_net(kind: str, cfg) -> nn.Module:
+    """The decoder-side network of ``kind`` (what the file's weights load into)."""
+    if kind == "hnerv":
+        return HNeRVDecoder(cfg)
+    if kind == "nervpp":
+        return NeRVpp(cfg)
+    if kind == "nirvana":
+        return NirvanaNet(cfg)
+    raise ValueError(f"unknown model kind {kind!r}")
+
+
+def frame_times(idx: torch.Tensor, count: int) -> torch.Tensor:
+    return idx.to(torch.float32) / max(count - 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering (the decoder's half; the encoder's final evaluation calls the same functions)
+# ---------------------------------------------------------------------------------------------
+
+
+def dequantize_embeddings(emb: list[QuantizedTensor], frames: slice | None = None) -> torch.Tensor:
+    """Per-channel integer embeddings → float (n, C, h, w)."""
+    parts = [(t.ints if frames is None else t.ints[frames]).to(torch.float32)
+             * torch.tensor(t.step, dtype=torch.float32) for t in emb]
+    return torch.stack(parts, dim=1)
+
+
+@torch.no_grad()
+def render(kind: str, cfg, net: nn.Module, *, count: int, frames: range,
+           emb: torch.Tensor | None = None, batch: int = 8, device: str = "cpu") -> torch.Tensor:
+    """uint8 frames (n, H, W, 3) for ``frames`` (indices into the clip; NIRVANA: into the group).
+
+    ``emb``: HNeRV's dequantized embeddings of exactly those frames.
+    """
+    net = net.to(device).eval()
+    out = []
+    idx = list(frames)
+    for i in range(0, len(idx), batch):
+        sel = torch.tensor(idx[i:i + batch])
+        if kind == "hnerv":
+            y = net(emb[i:i + batch].to(device))
+        elif kind == "nervpp":
+            y = net(frame_times(sel, count).to(device))
+        else:
+            y = assemble(cfg, net(patch_coords(cfg, sel).to(device)), len(sel))
+        out.append(to_uint8(crop_frames(y, cfg.height, cfg.width)).cpu())
+    return torch.cat(out) if out else torch.zeros((0, cfg.height, cfg.width, 3), dtype=torch.uint8)
+
+
+def decoder_from(kind: str, cfg, tensors: list[QuantizedTensor]) -> nn.Module:
+    return load_quantized(build_net(kind, cfg), tensors)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def _schedule(opt: torch.optim.Optimizer, total: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+    w = max(1, int(total * warmup))
+
+    def f(step: int) -> float:
+        if step < w:
+            return (step + 1) / w
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - w) / max(1, total - w))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+def _to_target(frames) -> torch.Tensor:
+    """uint8 (T, H, W, 3) numpy/tensor → float (T, 3, H, W) in [0, 1]."""
+    x = torch.as_tensor(frames)
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError("frames must be uint8 (T, H, W, 3)")
+    return x.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+
+
+def fit(frames, kind: str, cfg, opts: FitOptions = FitOptions(), progress: Progress | None = None) -> Fitted:
+    """Train ``kind`` with config ``cfg`` on uint8 frames (T, H, W, 3); see the module docstring."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; choose from {', '.join(KINDS)}")
+    torch.manual_seed(opts.seed)
+    target = _to_target(frames)
+    if (target.shape[2], target.shape[3]) != (cfg.height, cfg.width):
+        raise ValueError("config size does not match the frames")
+    t0 = time.perf_counter()
+    if kind == "nirvana":
+        res = _fit_nirvana(target, cfg, opts, progress)
+    else:
+        res = _fit_global(target, kind, cfg, opts, progress)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress: Progress | None) -> Fitted:
+    """HNeRV and NeRV++: one network for the whole clip, mini-batches of frames."""
+    dev = opts.device
+    T, _, H, W = target.shape
+    Hp, Wp = cfg.padded
+    padded = pad_frames(target, Hp, Wp)
+    qnet = QuantizedNet(build_net(kind, cfg), opts.bits).to(dev)
+    params = list(qnet.parameters())
+    enc = embq = None
+    if kind == "hnerv":
+        enc = HNeRVEncoder(cfg).to(dev)
+        embq = QuantizedLatents(cfg.emb_ch).to(dev)
+        params += list(enc.parameters()) + list(embq.parameters())
+    opt = torch.optim.Adam(params, lr=opts.lr)
+    steps_per_epoch = -(-T // opts.batch)
+    total = opts.epochs * steps_per_epoch
+    sched = _schedule(opt, total, opts.warmup)
+    pixels = T * H * W
+    hist: list[dict] = []
+    step = 0
+    qnet.train()
+    for epoch in range(opts.epochs):
+        perm = torch.randperm(T)
+        se = 0.0
+        for b in range(steps_per_epoch):
+            idx = perm[b * opts.batch:(b + 1) * opts.batch]
+            x = padded[idx].to(dev)
+            if kind == "hnerv":
+                emb, _, ebits = embq(enc(x))
+                y = qnet(emb)
+                bits = qnet.rate_bits() + ebits * (T / len(idx))
+            else:
+                y = qnet(frame_times(idx, T).to(dev))
+                bits = qnet.rate_bits()
+            mse = F.mse_loss(crop_frames(y, H, W), crop_frames(x, H, W))
+            loss = mse + opts.lam * bits / pixels
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            se += float(mse.detach()) * len(idx)
+            if progress:
+                progress(step, total, {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse)),
+                                       "bpp": float(bits.detach()) / pixels})
+        hist.append({"epoch": epoch + 1, "psnr": psnr_from_mse(se / T), "bpp": float(bits.detach()) / pixels,
+                     "seconds": time.perf_counter()})
+    qnet.eval()
+    weights = qnet.export()
+    est = float(qnet.rate_bits(noise=False))
+    emb_q = None
+    dec = decoder_from(kind, cfg, weights)
+    if kind == "hnerv":
+        enc.eval()
+        embq.eval()
+        with torch.no_grad():
+            steps = embq.step().to(torch.float32).cpu()
+            ints = torch.cat([torch.round(enc(padded[i:i + 8].to(dev)).cpu() / steps.view(1, -1, 1, 1))
+                              for i in range(0, T, 8)]).to(torch.int64)
+            est += float(embq(torch.cat([enc(padded[i:i + 8].to(dev)) for i in range(0, T, 8)]))[2])
+        emb_q = [QuantizedTensor(ints[:, c].contiguous(), float(steps[c])) for c in range(cfg.emb_ch)]
+        out = render(kind, cfg, dec, count=T, frames=range(T), emb=dequantize_embeddings(emb_q), device=dev)
+    else:
+        out = render(kind, cfg, dec, count=T, frames=range(T), device=dev)
+    return Fitted(kind, cfg, [weights], emb_q, est, out, history=hist)
+
+
+def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, progress: Progress | None) -> Fitted:
+    """One network per group of frames, each warm-started from the previous group's integers and
+    trained with the rate of its residual against them."""
+    dev = opts.device
+    T, _, H, W = target.shape
+    Hp, Wp = cfg.padded
+    padded = pad_frames(target, Hp, Wp)
+    G = group_count(cfg, T)
+    total = G * opts.epochs
+    groups: list[list[QuantizedTensor]] = []
+    outs = []
+    est = 0.0
+    hist: list[dict] = []
+    step = 0
+    prev: list[QuantizedTensor] | None = None
+    qnet = QuantizedNet(NirvanaNet(cfg), opts.bits).to(dev)
+    for g in range(G):
+        lo, hi = g * cfg.group, min(T, (g + 1) * cfg.group)
+        n = hi - lo
+        x = padded[lo:hi].to(dev)
+        coords = patch_coords(cfg, torch.arange(n)).to(dev)
+        if prev is not None:
+            qnet.load_exported(prev)
+            qnet.set_reference([t.ints.to(dev) for t in prev])
+        opt = torch.optim.Adam(qnet.parameters(), lr=opts.lr)
+        sched = _schedule(opt, opts.epochs, opts.warmup)
+        qnet.train()
+        pixels = n * H * W
+        for it in range(opts.epochs):
+            y = assemble(cfg, qnet(coords), n)
+            mse = F.mse_loss(crop_frames(y, H, W), crop_frames(x, H, W))
+            bits = qnet.rate_bits()
+            loss = mse + opts.lam * bits / pixels
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if progress:
+                progress(step, total, {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse)),
+                                       "bpp": float(bits.detach()) / pixels, "group": g})
+        qnet.eval()
+        weights = qnet.export()
+        est += float(qnet.rate_bits(noise=False))
+        groups.append(weights)
+        outs.append(render("nirvana", cfg, decoder_from("nirvana", cfg, weights), count=n, frames=range(n),
+                           device=dev))
+        hist.append({"group": g, "psnr": psnr_from_mse(float(mse)), "seconds": time.perf_counter()})
+        prev = weights
+    return Fitted("nirvana", cfg, groups, None, est, torch.cat(outs), history=hist)

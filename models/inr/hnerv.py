@@ -1,0 +1,154 @@
+"""HNeRV (Chen et al., CVPR 2023): a frame → tiny embedding → upsampling conv decoder.
+
+A ConvNeXt-style encoder maps each frame to a small embedding (``emb_ch`` × h × w with h, w the
+frame's sides over the total stride). The decoder — the only part stored, with the embeddings — is
+a 1×1 stem, one block per stride (Conv(k) → PixelShuffle(s) → GELU, channels shrinking by
+``reduce`` per block down to ``min_ch``), and a 3×3 head to RGB with (tanh + 1)/2. The stem width
+is solved from a parameter budget so the budget is met for any resolution.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .layout import default_strides, round_up
+
+
+@dataclass
+class HNeRVConfig:
+    height: int  # original frame size
+    width: int
+    strides: tuple[int, ...]
+    c0: int  # stem width
+    emb_ch: int = 8
+    kernels: tuple[int, ...] = ()  # per block; default 1, 3, 5, 5, ...
+    reduce: float = 1.2
+    min_ch: int = 12
+    enc_dims: tuple[int, ...] = ()  # encoder widths per stage (not stored in files)
+
+    def __post_init__(self):
+        self.strides = tuple(int(s) for s in self.strides)
+        if not self.kernels:
+            self.kernels = tuple([1, 3] + [5] * max(0, len(self.strides) - 2))[:len(self.strides)]
+        self.kernels = tuple(int(k) for k in self.kernels)
+        if not self.enc_dims:
+            self.enc_dims = tuple(min(64, 16 * 2 ** i) for i in range(len(self.strides)))
+        self.enc_dims = tuple(int(d) for d in self.enc_dims)
+        if len(self.kernels) != len(self.strides) or len(self.enc_dims) != len(self.strides):
+            raise ValueError("one kernel size and one encoder width per stride")
+
+    @property
+    def total_stride(self) -> int:
+        out = 1
+        for s in self.strides:
+            out *= s
+        return out
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        S = self.total_stride
+        return round_up(self.height, S), round_up(self.width, S)
+
+    @property
+    def emb_shape(self) -> tuple[int, int, int]:
+        H, W = self.padded
+        S = self.total_stride
+        return self.emb_ch, H // S, W // S
+
+    def widths(self) -> list[int]:
+        return [self.c0] + [max(self.min_ch, round(self.c0 / self.reduce ** (i + 1)))
+                            for i in range(len(self.strides))]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("enc_dims")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+class HNeRVDecoder(nn.Module):
+    def __init__(self, cfg: HNeRVConfig):
+        super().__init__()
+        w = cfg.widths()
+        self.stem = nn.Conv2d(cfg.emb_ch, w[0], 1)
+        self.blocks = nn.ModuleList()
+        for i, (s, k) in enumerate(zip(cfg.strides, cfg.kernels)):
+            self.blocks.append(nn.Sequential(
+                nn.Conv2d(w[i], w[i + 1] * s * s, k, padding=k // 2),
+                nn.PixelShuffle(s),
+                nn.GELU(),
+            ))
+        self.head = nn.Conv2d(w[-1], 3, 3, padding=1)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        x = self.stem(emb)
+        for b in self.blocks:
+            x = b(x)
+        return (torch.tanh(self.head(x)) + 1) * 0.5
+
+
+class _ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.GroupNorm(1, dim)  # LayerNorm over channels and space
+        self.pw1 = nn.Conv2d(dim, 4 * dim, 1)
+        self.pw2 = nn.Conv2d(4 * dim, dim, 1)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        return x + self.pw2(self.act(self.pw1(self.norm(self.dw(x)))))
+
+
+class HNeRVEncoder(nn.Module):
+    """Frame (B, 3, H, W) in [0, 1] → embedding (B, emb_ch, H/S, W/S). Only the encoder runs it."""
+
+    def __init__(self, cfg: HNeRVConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = 3
+        for s, d in zip(cfg.strides, cfg.enc_dims):
+            layers += [nn.Conv2d(c, d, s, stride=s), _ConvNeXtBlock(d)]
+            c = d
+        layers.append(nn.Conv2d(c, cfg.emb_ch, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def decoder_params(cfg: HNeRVConfig) -> int:
+    w = cfg.widths()
+    n = cfg.emb_ch * w[0] + w[0]
+    for i, (s, k) in enumerate(zip(cfg.strides, cfg.kernels)):
+        n += w[i] * w[i + 1] * s * s * k * k + w[i + 1] * s * s
+    return n + 9 * 3 * w[-1] + 3
+
+
+def solve_width(make, budget: int, lo: int = 4, hi: int = 4096) -> int:
+    """Largest stem width whose network (``make(width)`` → parameter count) fits ``budget``."""
+    if make(lo) > budget:
+        return lo
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if make(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def hnerv_config(height: int, width: int, budget: int, *, emb_ch: int = 8,
+                 strides: tuple[int, ...] | None = None, kernels: tuple[int, ...] = ()) -> HNeRVConfig:
+    """Size an HNeRV decoder for ``height``×``width`` frames to ``budget`` parameters."""
+    strides = tuple(strides) if strides else default_strides(height, width)
+
+    def make(c0):
+        return decoder_params(HNeRVConfig(height, width, strides, c0, emb_ch, kernels))
+
+    return HNeRVConfig(height, width, strides, solve_width(make, budget), emb_ch, kernels)

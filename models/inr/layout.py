@@ -1,0 +1,54 @@
+"""Frame geometry shared by the video INRs: padding to a multiple of the total stride and back.
+
+The networks produce frames whose sides are multiples of their total upsampling factor; a video
+rarely has such sides, so the encoder pads the target (edge replication, which costs the network
+little to learn) and both encoder and decoder crop the output back to the exact original size.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def pad_frames(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, C, h, w) → (B, C, height, width) by replicating the last row/column."""
+    dh, dw = height - x.shape[-2], width - x.shape[-1]
+    if dh < 0 or dw < 0:
+        raise ValueError("padding target smaller than the frame")
+    if dh == 0 and dw == 0:
+        return x
+    return F.pad(x, (0, dw, 0, dh), mode="replicate")
+
+
+def crop_frames(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    return x[..., :height, :width]
+
+
+def default_strides(height: int, width: int, min_side: int = 2, max_stages: int = 5) -> tuple[int, ...]:
+    """Upsampling factors for a frame: a first ×4 (×2 for tiny frames), then ×2 stages, as many as
+    keep the smallest side of the embedding at ``min_side``..2·``min_side`` pixels or more."""
+    side = min(height, width)
+    total = 1
+    strides: list[int] = []
+    while len(strides) < max_stages:
+        s = 4 if not strides and side >= 64 * min_side else 2
+        if side / (total * s) < min_side:
+            break
+        strides.append(s)
+        total *= s
+    return tuple(strides) or (1,)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float frames in [0, 1] (B, 3, H, W) → uint8 (B, H, W, 3), round half to even as torch does."""
+    return torch.clamp(torch.round(x * 255.0), 0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def psnr_from_mse(mse: float) -> float:
+    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)

@@ -1,0 +1,184 @@
+"""Quantization during training: integer weights with a learned step and a differentiable rate.
+
+A network always runs with weights ``Δ · round(w / Δ)``: integers times a learned per-tensor step
+``Δ`` (straight-through gradient), so what
+it learns is exactly what the decoder will rebuild from the integers — no post-hoc quantization
+step, no gap between the last training evaluation and the decoded file.
+
+The rate term is a differentiable estimate of the bits the entropy coder will spend: each tensor's
+integers are scored under a zero-mean discretised logistic with a learned scale, on ``w / Δ`` plus
+uniform noise (the usual relaxation: the noise makes the bit count smooth in ``q``). A λ in the loss
+trades these bits against distortion. When a tensor is coded as a residual against a reference
+(NIRVANA's later groups), the rate is scored on ``w / Δ - q_ref`` instead, so training learns residuals
+that are cheap to code.
+
+The coder itself does not use the logistic: :mod:`codec.nerv` codes the final integers under their
+empirical histogram, which costs at most what the estimate says plus the table.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+LN2 = math.log(2.0)
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def ste_round(x: torch.Tensor) -> torch.Tensor:
+    """Round in the forward pass (exactly: not ``x + (round(x) - x)``, which can miss the integer by
+    an ulp), identity gradient in the backward pass."""
+    return _RoundSTE.apply(x)
+
+
+def logistic_bits(v: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Bits of integer-ish ``v`` under a zero-mean logistic of scale ``exp(log_scale)``, discretised
+    to unit bins: ``-log2(F(v + 1/2) - F(v - 1/2))``, summed. Evaluated in a numerically stable form
+    (the upper tail mirrored onto the lower one)."""
+    s = torch.exp(log_scale)
+    a = -v.abs()  # mass is symmetric: use the side where both CDF values are small and exact
+    upper = torch.sigmoid((a + 0.5) / s)
+    lower = torch.sigmoid((a - 0.5) / s)
+    p = (upper - lower).clamp_min(1e-9)
+    return -(torch.log(p).sum()) / LN2
+
+
+@dataclass
+class QuantizedTensor:
+    """A tensor as it travels in the file: integers and the float32 step that scales them."""
+
+    ints: torch.Tensor  # int64, the tensor's shape
+    step: float  # exactly representable in float32
+
+    def dequantize(self) -> torch.Tensor:
+        return self.ints.to(torch.float32) * torch.tensor(self.step, dtype=torch.float32)
+
+
+class QuantizedNet(nn.Module):
+    """Wrap ``net`` so every parameter runs as ``Δ · round(w / Δ)``; ``forward`` runs ``net`` with them.
+
+    The float weights ``w`` stay the trained parameters (so Adam's step sizes mean what they usually
+    do) and the learned step ``Δ`` gets the LSQ gradient ``round(w/Δ) - w/Δ`` through the
+    straight-through rounding. ``bits`` sets the initial step (a tensor's largest |w| maps to
+    ``2**(bits-1) - 1``). ``rate_bits()`` is the differentiable rate estimate of all integers.
+    """
+
+    def __init__(self, net: nn.Module, bits: int = 8):
+        super().__init__()
+        self.net = net
+        self.names = [n for n, _ in net.named_parameters()]
+        self.floats = nn.ParameterList()
+        self.log_steps = nn.ParameterList()
+        self.log_scales = nn.ParameterList()
+        for n, p in net.named_parameters():
+            p.requires_grad_(False)
+            w = p.detach().clone()
+            top = float(w.abs().max()) if w.numel() else 0.0
+            step = max(top / (2 ** (bits - 1) - 1), 1e-6)
+            self.floats.append(nn.Parameter(w))
+            self.log_steps.append(nn.Parameter(torch.tensor(math.log(step))))
+            spread = float((w / step).abs().mean()) if w.numel() else 1.0
+            self.log_scales.append(nn.Parameter(torch.tensor(math.log(max(spread, 0.5)))))
+        self._refs: list[torch.Tensor | None] = [None] * len(self.names)
+
+    # -- reference (residual) coding -----------------------------------------------------------
+    def set_reference(self, refs: list[torch.Tensor | None] | None) -> None:
+        """Integers the rate is measured against (``None``: code the integers themselves)."""
+        self._refs = [None] * len(self.names) if refs is None else [
+            None if r is None else r.detach().to(torch.float32) for r in refs]
+
+    # -- the network with quantized weights ---------------------------------------------------
+    def steps(self) -> list[torch.Tensor]:
+        return [torch.exp(s) for s in self.log_steps]
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {n: ste_round(w / s) * s for n, w, s in zip(self.names, self.floats, self.steps())}
+
+    def forward(self, *args, **kwargs):
+        return functional_call(self.net, self.weights(), args, kwargs)
+
+    def rate_bits(self, noise: bool = True) -> torch.Tensor:
+        total = torch.zeros((), device=self.log_steps[0].device)
+        for w, s, ls, ref in zip(self.floats, self.steps(), self.log_scales, self._refs):
+            v = w / s
+            if ref is not None:
+                v = v - ref.to(v.device)
+            if noise and self.training:
+                v = v + torch.empty_like(v).uniform_(-0.5, 0.5)
+            else:
+                v = torch.round(v)
+            total = total + logistic_bits(v, ls)
+        return total
+
+    def num_params(self) -> int:
+        return sum(w.numel() for w in self.floats)
+
+    # -- export / import of the integers --------------------------------------------------------
+    @torch.no_grad()
+    def export(self) -> list[QuantizedTensor]:
+        """The integers and float32 steps, in ``self.names`` order."""
+        out = []
+        for w, s in zip(self.floats, self.steps()):
+            out.append(QuantizedTensor(torch.round(w / s).to(torch.int64).cpu(), float(s)))
+        return out
+
+    @torch.no_grad()
+    def load_exported(self, tensors: list[QuantizedTensor]) -> None:
+        """Set weights and steps so the network runs with exactly these integers and steps."""
+        for w, ls, t in zip(self.floats, self.log_steps, tensors):
+            ls.copy_(torch.tensor(math.log(t.step)))
+            w.copy_(t.ints.to(w.dtype) * torch.exp(ls))
+
+
+def load_quantized(net: nn.Module, tensors: list[QuantizedTensor]) -> nn.Module:
+    """Write dequantized integers into ``net``'s parameters (the decoder side); returns ``net``."""
+    params = list(net.named_parameters())
+    if len(params) != len(tensors):
+        raise ValueError(f"network has {len(params)} tensors, file has {len(tensors)}")
+    with torch.no_grad():
+        for (n, p), t in zip(params, tensors):
+            if tuple(p.shape) != tuple(t.ints.shape):
+                raise ValueError(f"tensor {n}: shape {tuple(t.ints.shape)} in the file, {tuple(p.shape)} expected")
+            p.copy_(t.dequantize())
+    return net
+
+
+class QuantizedLatents(nn.Module):
+    """Quantize activations that are stored in the file (HNeRV's frame embeddings).
+
+    Per-channel learned step and logistic prior scale; straight-through rounding; rate estimate on
+    the integers with uniform noise while training.
+    """
+
+    def __init__(self, channels: int, init_step: float = 0.05):
+        super().__init__()
+        self.log_step = nn.Parameter(torch.full((channels,), math.log(init_step)))
+        self.log_scale = nn.Parameter(torch.zeros(channels))
+
+    def step(self) -> torch.Tensor:
+        return torch.exp(self.log_step)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x`` (B, C, h, w) floats → (dequantized, integer-valued latents, rate bits)."""
+        s = self.step().view(1, -1, 1, 1)
+        z = x / s
+        zq = ste_round(z)
+        if self.training:
+            v = z + torch.empty_like(z).uniform_(-0.5, 0.5)
+        else:
+            v = torch.round(z)
+        ls = self.log_scale.view(1, -1, 1, 1).expand_as(v)
+        bits = logistic_bits(v, ls)
+        return zq * s, zq, bits
