@@ -169,7 +169,9 @@ def _empirical_table(values: list[np.ndarray]) -> bs.CdfTable:
 
 
 def encode_ints(arrays: list[np.ndarray]) -> bytes:
-    """Integer arrays (shapes known to the decoder) → table + entropy payload."""
+    """Integer arrays (shapes known to the decoder) → value count, table, entropy payload.
+
+    The count lets the decoder refuse a chunk that does not belong to the header's network."""
     flat = [np.asarray(a, dtype=np.int64).ravel() for a in arrays]
     rows, n_rows = _row_of([len(f) for f in flat])
     per_row = [np.concatenate([f for f, r in zip(flat, rows) if r == k]) for k in range(n_rows)]
@@ -179,13 +181,16 @@ def encode_ints(arrays: list[np.ndarray]) -> bytes:
     enc = bs.Encoder()
     enc.encode_factorized(values, table, index)
     tb = table.to_bytes()
-    return encode_uvarint(len(tb)) + tb + enc.to_bytes()
+    return encode_uvarint(len(values)) + encode_uvarint(len(tb)) + tb + enc.to_bytes()
 
 
 def decode_ints(data: bytes, shapes: list[tuple[int, ...]], name: str | None) -> list[np.ndarray]:
     sizes = [math.prod(s) for s in shapes]
     rows, n_rows = _row_of(sizes)
-    n, pos = decode_uvarint(data, 0)
+    count, pos = decode_uvarint(data, 0)
+    if count != sum(sizes):
+        raise NervError(f"chunk holds {count} integers, the network described in the header needs {sum(sizes)}", name)
+    n, pos = decode_uvarint(data, pos)
     if n > len(data) - pos:
         raise bs.TruncatedError("integer table runs past the chunk", name)
     table, used = bs.CdfTable.from_bytes(data[pos:pos + n], name)

@@ -37,6 +37,7 @@ class FitOptions:
     seed: int = 0
     device: str = "cpu"
     bits: int = 8  # initial weight precision (the step learns afterwards)
+    quant_lr_mult: float = 5.0  # learning-rate factor of the steps and prior scales
 
 
 @dataclass
@@ -122,6 +123,15 @@ def _schedule(opt: torch.optim.Optimizer, total: int, warmup: float) -> torch.op
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
+def _adam(params: list[nn.Parameter], opts: FitOptions) -> torch.optim.Adam:
+    """Adam; the scalar quantization parameters (log steps, log prior scales) learn ``quant_lr_mult``
+    times faster than the weights -- they are few, scale-free, and set the rate."""
+    scalars = [p for p in params if p.ndim <= 1 and p.numel() <= 4096 and getattr(p, "_quant", False)]
+    ids = {id(p) for p in scalars}
+    rest = [p for p in params if id(p) not in ids]
+    return torch.optim.Adam([{"params": rest}, {"params": scalars, "lr": opts.lr * opts.quant_lr_mult}], lr=opts.lr)
+
+
 def _to_target(frames) -> torch.Tensor:
     """uint8 (T, H, W, 3) numpy/tensor → float (T, 3, H, W) in [0, 1]."""
     x = torch.as_tensor(frames)
@@ -160,7 +170,7 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
         enc = HNeRVEncoder(cfg).to(dev)
         embq = QuantizedLatents(cfg.emb_ch).to(dev)
         params += list(enc.parameters()) + list(embq.parameters())
-    opt = torch.optim.Adam(params, lr=opts.lr)
+    opt = _adam(params, opts)
     steps_per_epoch = -(-T // opts.batch)
     total = opts.epochs * steps_per_epoch
     sched = _schedule(opt, total, opts.warmup)
@@ -190,23 +200,24 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
             step += 1
             se += float(mse.detach()) * len(idx)
             if progress:
-                progress(step, total, {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse)),
+                progress(step, total, {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse.detach())),
                                        "bpp": float(bits.detach()) / pixels})
         hist.append({"epoch": epoch + 1, "psnr": psnr_from_mse(se / T), "bpp": float(bits.detach()) / pixels,
                      "seconds": time.perf_counter()})
     qnet.eval()
     weights = qnet.export()
-    est = float(qnet.rate_bits(noise=False))
+    est = float(qnet.rate_bits(noise=False).detach())
     emb_q = None
     dec = decoder_from(kind, cfg, weights)
     if kind == "hnerv":
         enc.eval()
         embq.eval()
         with torch.no_grad():
+            z = torch.cat([enc(padded[i:i + 8].to(dev)) for i in range(0, T, 8)])
+            _, zq, ebits = embq(z)
             steps = embq.step().to(torch.float32).cpu()
-            ints = torch.cat([torch.round(enc(padded[i:i + 8].to(dev)).cpu() / steps.view(1, -1, 1, 1))
-                              for i in range(0, T, 8)]).to(torch.int64)
-            est += float(embq(torch.cat([enc(padded[i:i + 8].to(dev)) for i in range(0, T, 8)]))[2])
+            ints = zq.cpu().to(torch.int64)
+            est += float(ebits)
         emb_q = [QuantizedTensor(ints[:, c].contiguous(), float(steps[c])) for c in range(cfg.emb_ch)]
         out = render(kind, cfg, dec, count=T, frames=range(T), emb=dequantize_embeddings(emb_q), device=dev)
     else:
@@ -238,7 +249,7 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
         if prev is not None:
             qnet.load_exported(prev)
             qnet.set_reference([t.ints.to(dev) for t in prev])
-        opt = torch.optim.Adam(qnet.parameters(), lr=opts.lr)
+        opt = _adam(list(qnet.parameters()), opts)
         sched = _schedule(opt, opts.epochs, opts.warmup)
         qnet.train()
         pixels = n * H * W
@@ -253,14 +264,14 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
             sched.step()
             step += 1
             if progress:
-                progress(step, total, {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse)),
+                progress(step, total, {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse.detach())),
                                        "bpp": float(bits.detach()) / pixels, "group": g})
         qnet.eval()
         weights = qnet.export()
-        est += float(qnet.rate_bits(noise=False))
+        est += float(qnet.rate_bits(noise=False).detach())
         groups.append(weights)
         outs.append(render("nirvana", cfg, decoder_from("nirvana", cfg, weights), count=n, frames=range(n),
                            device=dev))
-        hist.append({"group": g, "psnr": psnr_from_mse(float(mse)), "seconds": time.perf_counter()})
+        hist.append({"group": g, "psnr": psnr_from_mse(float(mse.detach())), "seconds": time.perf_counter()})
         prev = weights
     return Fitted("nirvana", cfg, groups, None, est, torch.cat(outs), history=hist)

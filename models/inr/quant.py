@@ -91,6 +91,8 @@ class QuantizedNet(nn.Module):
             self.log_steps.append(nn.Parameter(torch.tensor(math.log(step))))
             spread = float((w / step).abs().mean()) if w.numel() else 1.0
             self.log_scales.append(nn.Parameter(torch.tensor(math.log(max(spread, 0.5)))))
+        for p in list(self.log_steps) + list(self.log_scales):
+            p._quant = True  # the trainer gives these their own learning rate
         self._refs: list[torch.Tensor | None] = [None] * len(self.names)
 
     # -- reference (residual) coding -----------------------------------------------------------
@@ -166,6 +168,7 @@ class QuantizedLatents(nn.Module):
         super().__init__()
         self.log_step = nn.Parameter(torch.full((channels,), math.log(init_step)))
         self.log_scale = nn.Parameter(torch.zeros(channels))
+        self.log_step._quant = self.log_scale._quant = True
 
     def step(self) -> torch.Tensor:
         return torch.exp(self.log_step)

@@ -1,0 +1,271 @@
+"""``nervcodec``: video stored as a neural network (command line).
+
+A thin shell over :mod:`codec.nerv` and :mod:`codec.video_io`; see ``nervcodec --help``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+import bitstream as bs
+from bitstream import BitstreamError
+
+from .. import nerv
+from ..metrics import ms_ssim, psnr
+from ..video_io import read_video, write_video
+
+PROG = "nervcodec"
+
+EPILOG = """examples:
+  nervcodec encode clip.mp4 -o clip.nerv                      # HNeRV, default size (0.05 bpp)
+  nervcodec encode clip.mp4 --model nirvana --bpp 0.04 --epochs 150
+  nervcodec encode frames/ --fps 30 --model nervpp --size 150k -o f.nerv
+  nervcodec decode clip.nerv -o back.mp4                      # x264 at high quality
+  nervcodec decode clip.nerv -o back.mkv --lossless           # exact RGB (ffv1)
+  nervcodec decode clip.nerv -o frames/                       # PNG frames
+  nervcodec decode clip.nerv --frame 42 -o f42/               # one frame alone
+  nervcodec info clip.nerv
+  nervcodec eval clip.mp4 clip.nerv                           # PSNR / MS-SSIM / bpp
+
+Models: hnerv (frame embeddings + conv decoder; best quality per bit here), nervpp (frame index
+-> network, nothing per frame), nirvana (one small network per group of frames, residual-coded;
+fastest to encode). Weights are quantized while training (λ = --lam trades bits for PSNR) and
+entropy coded. CUDA is used when present (--device). Errors print one line and exit with status
+2; Ctrl-C or an error leaves no partial output."""
+
+
+def _log(args, msg: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(msg, file=sys.stderr)
+
+
+def parse_size(text: str) -> int:
+    """``150000``, ``150k`` or ``0.15M`` parameters."""
+    t = text.strip().lower()
+    mult = {"k": 1e3, "m": 1e6}.get(t[-1:], 1)
+    try:
+        v = float(t[:-1] if mult != 1 else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 150k, 0.2M)") from None
+    if not 1000 <= v <= nerv.MAX_PARAMS:
+        raise argparse.ArgumentTypeError(f"size {text} out of range 1k..{nerv.MAX_PARAMS}")
+    return int(v)
+
+
+def parse_wxh(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError("sizes must be positive")
+    return w, h
+
+
+def _device(spec: str) -> str:
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise BitstreamError(f"--device {spec}: CUDA is not available on this machine")
+    return spec
+
+
+class _Bar:
+    """tqdm bar with loss / PSNR / estimated bpp, updated at most a few times a second."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        self.last = 0.0
+
+    def __call__(self, step: int, total: int, info: dict) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="step", desc="training", file=sys.stderr, dynamic_ncols=True)
+        now = time.perf_counter()
+        if now - self.last > 0.25 or step == total:
+            self.bar.n = step
+            post = {"loss": f"{info['loss']:.4g}", "psnr": f"{info['psnr']:.2f}", "bpp": f"{info['bpp']:.4f}"}
+            if "group" in info:
+                post["group"] = info["group"]
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.refresh()
+            self.last = now
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_encode(args) -> None:
+    import torch
+
+    from models.inr import FitOptions
+
+    out = Path(args.output) if args.output else Path(args.input).with_suffix(".nerv")
+    bs.check_output(out, force=args.force, inputs=[args.input])
+    video = read_video(args.input, start=args.start, count=args.frames, size=args.scale,
+                       fps=Fraction(args.fps) if args.fps else None)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    opts = FitOptions(epochs=args.epochs, lr=args.lr, lam=args.lam, batch=args.batch, seed=args.seed,
+                      device=_device(args.device))
+    _log(args, f"{args.input}: {video.count} frames {video.width}x{video.height} @ {video.fps} fps; "
+               f"training {args.model} on {opts.device}")
+    bar = _Bar(args.quiet)
+    try:
+        res = nerv.encode(video.frames, video.fps, model=args.model, size=args.size, bpp=args.bpp,
+                          options=opts, group=args.group, progress=bar)
+    finally:
+        bar.close()
+    bs.atomic_write(out, res.data, force=args.force, inputs=[args.input])
+    T, H, W = video.count, video.height, video.width
+    p = psnr(res.frames, video.frames)
+    _log(args, f"{out}: {len(res.data)} bytes, {8 * len(res.data) / (T * H * W):.4f} bpp, "
+               f"PSNR {p:.2f} dB, {res.fitted.seconds:.1f} s")
+
+
+def cmd_decode(args) -> None:
+    out = args.output
+    if out is None:
+        raise BitstreamError("give an output with -o (OUT.mp4, OUT.mkv, OUT.y4m or a folder/)")
+    with nerv.NervReader(args.input) as r:
+        if args.frame is not None:
+            if not 0 <= args.frame < r.count:
+                raise BitstreamError(f"--frame {args.frame} out of range (file holds {r.count} frames)", args.input)
+            frames = r.frame(args.frame, device=_device(args.device))[None]
+        else:
+            t0 = time.perf_counter()
+            frames = r.frames(device=_device(args.device))
+            dt = time.perf_counter() - t0
+            _log(args, f"{args.input}: {r.count} frames decoded in {dt:.2f} s ({r.count / dt:.1f} fps)")
+        fps = r.fps
+    write_video(out, frames, fps, force=args.force, inputs=[args.input], lossless=args.lossless, crf=args.crf)
+    _log(args, f"{out}: {len(frames)} frames")
+
+
+def cmd_info(args) -> None:
+    for f in args.files:
+        d = nerv.info(f)
+        if args.json:
+            print(json.dumps({"file": f, **d}, indent=1))
+            continue
+        print(f"{f}: nervcodec {d['model']}, {d['frames']} frames {d['width']}x{d['height']} @ {d['fps']} fps")
+        print(f"  {d['bytes']} bytes = {d['bpp']:.4f} bpp; {d['parameters']} parameters in {d['weight_chunks']} "
+              f"weight chunk(s) ({d['weight_bytes']} B)"
+              + (f", {d['embedding_chunks']} embedding chunks ({d['embedding_bytes']} B)" if d["embedding_chunks"] else ""))
+        print(f"  config: {json.dumps(d['config'], sort_keys=True)}")
+        for k in ("psnr", "settings", "encoder"):
+            if k in d:
+                print(f"  {k}: {d[k]}")
+
+
+def cmd_eval(args) -> None:
+    ref = read_video(args.reference, start=args.start, count=args.frames, size=args.scale)
+    if str(args.test).endswith(".nerv"):
+        dist, _ = nerv.decode(args.test, name=args.test, device=_device(args.device))
+        nbytes = os.path.getsize(args.test)
+    else:
+        dist = read_video(args.test).frames
+        nbytes = os.path.getsize(args.test) if os.path.isfile(args.test) else None
+    if dist.shape != ref.frames.shape:
+        raise BitstreamError(f"{args.test}: {dist.shape[0]} frames of {dist.shape[2]}x{dist.shape[1]}, reference has "
+                             f"{ref.count} of {ref.width}x{ref.height}")
+    res = {"frames": ref.count, "psnr-rgb": psnr(dist, ref.frames), "ms-ssim-rgb": ms_ssim(dist, ref.frames)}
+    if nbytes is not None:
+        res["bytes"] = nbytes
+        res["bpp"] = 8 * nbytes / (ref.count * ref.width * ref.height)
+    print(json.dumps(res, indent=1))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description="Video compression with neural representations "
+                                 "(HNeRV, NeRV++, NIRVANA), weights quantized during training and entropy coded.",
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p, force=True):
+        p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+        if force:
+            p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output (never an input)")
+        p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+
+    def selection(p):
+        p.add_argument("--start", type=int, default=0, help="first frame to use (%(default)s)")
+        p.add_argument("--frames", type=int, help="number of frames to use (default: all)")
+        p.add_argument("--scale", type=parse_wxh, metavar="WxH", help="area-downscale frames to WxH first")
+
+    p = sub.add_parser("encode", help="video -> .nerv", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Fit a network to the video and write its quantized, entropy-coded weights. "
+                       "Input: anything PyAV opens (mp4, mkv, webm, y4m, ...) or a folder of PNG frames.")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("-o", "--output", help="output .nerv (default: IN with .nerv)")
+    p.add_argument("-m", "--model", choices=nerv.KINDS, default="hnerv", help="architecture (%(default)s)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--size", type=parse_size, help="network parameters, e.g. 100k (NIRVANA: all groups)")
+    g.add_argument("--bpp", type=float, help="size the network for about this many bits per pixel (default 0.05)")
+    p.add_argument("--epochs", type=int, default=100, help="training passes over the video (NIRVANA: per group) (%(default)s)")
+    p.add_argument("--lam", type=float, default=0.01, help="rate weight λ in MSE + λ·bpp (%(default)s)")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (%(default)s)")
+    p.add_argument("--batch", type=int, default=4, help="frames per step (HNeRV, NeRV++) (%(default)s)")
+    p.add_argument("--group", type=int, default=16, help="frames per group (NIRVANA) (%(default)s)")
+    p.add_argument("--fps", help="frame rate of a PNG folder (e.g. 30000/1001); default 25")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    selection(p)
+    common(p)
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help=".nerv -> video or PNG frames",
+                       description="Render the frames from the file. The output kind follows -o: .mp4/.mkv "
+                       "(H.264 at --crf, or with --lossless exact ffv1 RGB in .mkv), .y4m, or a folder/ of PNGs.")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("-o", "--output", help="OUT.mp4, OUT.mkv, OUT.y4m or DIR/")
+    p.add_argument("--frame", type=int, help="decode only this frame (reads only the chunks it needs)")
+    p.add_argument("--lossless", action="store_true", help="store the decoded frames losslessly")
+    p.add_argument("--crf", type=int, default=12, help="x264 quality of an mp4/mkv output (%(default)s)")
+    common(p)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("info", help="describe .nerv files")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("eval", help="PSNR / MS-SSIM of a .nerv (or any video) against a reference",
+                       description="Quality of TEST against REFERENCE (same frames after --start/--frames/--scale). "
+                       "TEST may be a .nerv file (decoded here) or any video; prints JSON.")
+    p.add_argument("reference", metavar="REFERENCE")
+    p.add_argument("test", metavar="TEST")
+    selection(p)
+    common(p, force=False)
+    p.set_defaults(func=cmd_eval)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with bs.exit_on_error(PROG):
+        try:
+            args.func(args)
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted; no partial output written", file=sys.stderr)
+            return 130
+        except IndexError as err:
+            raise BitstreamError(str(err)) from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""nervcodec: quantization in the loop, the .nerv format, decoding (whole, streamed, one frame), bad input."""
+import hashlib
+import json
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+import bitstream as bs
+from codec import nerv
+from conftest import GOLDEN
+from models.inr import FitOptions, NirvanaConfig, QuantizedNet, fit, hnerv_config
+from models.inr.layout import crop_frames, default_strides, pad_frames
+
+
+def tiny_clip(T=6, H=20, W=28, seed=0):
+    """Smooth moving colour gradients: learnable in a few steps, not constant."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    out = []
+    for t in range(T):
+        r = 128 + 100 * np.sin(0.25 * xx + 0.3 * t)
+        g = 128 + 100 * np.cos(0.2 * yy - 0.2 * t)
+        b = 128 + 60 * np.sin(0.1 * (xx + yy) + 0.1 * t)
+        out.append(np.stack([r, g, b], -1))
+    return np.clip(np.round(np.stack(out)), 0, 255).astype(np.uint8)
+
+
+FAST = FitOptions(epochs=3, batch=3)
+
+
+@pytest.fixture(scope="module")
+def encoded():
+    """One small encode per model, shared by the tests below."""
+    clip = tiny_clip()
+    return clip, {k: nerv.encode(clip, Fraction(30000, 1001), model=k, size=4000, options=FAST, group=4)
+                  for k in nerv.KINDS}
+
+
+@pytest.mark.parametrize("kind", ["hnerv", "nervpp", "nirvana"])
+def test_decoder_rebuilds_the_encoders_final_evaluation(encoded, kind):
+    clip, results = encoded
+    res = results[kind]
+    frames, fps = nerv.decode(res.data)
+    assert fps == Fraction(30000, 1001)
+    assert frames.shape == clip.shape and frames.dtype == np.uint8
+    assert np.array_equal(frames, res.frames)  # bit-exact: same integers, same rendering
+    with nerv.NervReader(res.data) as r:
+        streamed = np.concatenate(list(r.iter_frames(batch=2)))
+        assert np.array_equal(streamed, res.frames)
+        for i in (0, 3, 5):
+            assert np.array_equal(r.frame(i), res.frames[i])
+        with pytest.raises(IndexError):
+            r.frame(6)
+
+
+def test_header_and_info(encoded):
+    _, results = encoded
+    for kind, res in results.items():
+        d = nerv.info(res.data)
+        assert d["model"] == kind and d["frames"] == 6 and (d["width"], d["height"]) == (28, 20)
+        assert d["bytes"] == len(res.data) and math.isclose(d["bpp"], 8 * len(res.data) / (6 * 20 * 28))
+        assert float(d["psnr"]) > 5
+        assert d["weight_chunks"] == (2 if kind == "nirvana" else 1)
+        assert d["embedding_chunks"] == (1 if kind == "hnerv" else 0)
+
+
+def test_training_runs_on_quantized_weights():
+    """The network always sees integers times the step; the rate estimate is differentiable."""
+    net = torch.nn.Linear(5, 3)
+    q = QuantizedNet(net, bits=4)
+    w = q.weights()["weight"]
+    steps = q.steps()[0]
+    ints = w / steps
+    assert torch.equal(ints, torch.round(ints)) and float(ints.abs().max()) <= 7
+    bits = q.rate_bits()
+    bits.backward()
+    assert q.floats[0].grad is not None and q.log_scales[0].grad is not None
+    exported = q.export()
+    assert torch.equal(exported[0].dequantize(), w.detach())
+
+
+def test_lambda_trades_rate_for_distortion():
+    """More λ, fewer bytes (and no better PSNR). The steps learn fast here (quant_lr_mult) so a few
+    steps of training show what thousands do on a real clip."""
+    clip = tiny_clip(T=4)
+    out = {}
+    for lam in (0.0, 50.0):
+        res = nerv.encode(clip, 25, model="hnerv", size=4000,
+                          options=FitOptions(epochs=10, batch=4, lam=lam, quant_lr_mult=50))
+        out[lam] = (len(res.data), float(np.mean((res.frames.astype(float) - clip) ** 2)))
+    assert out[50.0][0] < 0.8 * out[0.0][0], out
+    assert out[50.0][1] >= out[0.0][1], out
+
+
+def test_fit_is_deterministic():
+    clip = tiny_clip(T=3)
+    cfg = hnerv_config(20, 28, 3000)
+    a = fit(clip, "hnerv", cfg, FitOptions(epochs=2, batch=3, seed=7))
+    b = fit(clip, "hnerv", cfg, FitOptions(epochs=2, batch=3, seed=7))
+    assert all(torch.equal(x.ints, y.ints) and x.step == y.step for x, y in zip(a.groups[0], b.groups[0]))
+    assert torch.equal(a.frames, b.frames)
+
+
+def test_padding_and_cropping_are_exact():
+    x = torch.rand(2, 3, 17, 23)
+    p = pad_frames(x, 32, 32)
+    assert p.shape == (2, 3, 32, 32) and torch.equal(crop_frames(p, 17, 23), x)
+    assert torch.equal(p[..., 20, :23], x[..., 16, :])  # edge rows replicated
+    assert default_strides(180, 320) == (4, 2, 2, 2, 2)
+    assert math.prod(default_strides(17, 23)) <= 17
+
+
+@pytest.mark.parametrize("kind", ["hnerv", "nervpp", "nirvana"])
+def test_odd_sizes_round_trip(kind):
+    clip = tiny_clip(T=3, H=13, W=19)
+    res = nerv.encode(clip, 24, model=kind, size=3000, options=FitOptions(epochs=1, batch=3), group=2)
+    frames, _ = nerv.decode(res.data)
+    assert frames.shape == (3, 13, 19, 3) and np.array_equal(frames, res.frames)
+
+
+def test_nirvana_codes_later_groups_as_residuals():
+    """Residual coding kicks in when it is smaller: groups trained from the same weights with rate on
+    the residual end up with mostly-zero residuals."""
+    clip = np.repeat(tiny_clip(T=1), 4, axis=0)  # a static clip: every group sees the same frames
+    res = nerv.encode(clip, 25, model="nirvana", size=3000, options=FitOptions(epochs=4, lam=1.0), group=2)
+    with bs.ContainerReader(res.data, extra_critical=nerv.CHUNK_TYPES) as r:
+        w = [c for c in r.chunks() if c.type == nerv.WEIGHTS]
+    assert [c.body[0] for c in w] == [0, 1]
+    assert len(w[1].body) < len(w[0].body)
+    assert np.array_equal(nerv.decode(res.data)[0], res.frames)
+
+
+# -- bad files ------------------------------------------------------------------------------------
+
+
+def test_truncated_and_corrupt_files_raise_typed_errors(encoded):
+    _, results = encoded
+    data = results["hnerv"].data
+    for cut in range(0, len(data), max(1, len(data) // 40)):
+        with pytest.raises(bs.BitstreamError):
+            nerv.decode(data[:cut])
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        i = int(rng.integers(len(data)))
+        bad = bytearray(data)
+        bad[i] ^= 1 << int(rng.integers(8))
+        with pytest.raises(bs.BitstreamError):
+            nerv.decode(bytes(bad))
+
+
+def _with_params(data: bytes, params: bytes) -> bytes:
+    r = bs.ContainerReader(data, extra_critical=nerv.CHUNK_TYPES)
+    h = r.header
+    chunks = [(c.type, c.body) for c in r.chunks()]
+    h2 = bs.Header(kind=h.kind, width=h.width, height=h.height, channels=h.channels, count=h.count, fps=h.fps,
+                   params=params)
+    return bs.write_container(h2, chunks)
+
+
+def test_absurd_or_wrong_descriptions_are_refused_before_building(encoded):
+    _, results = encoded
+    data = results["hnerv"].data
+    doc = json.loads(bs.ContainerReader(data, extra_critical="WE").header.params)
+    big = dict(doc, config=dict(doc["config"], c0=100000))
+    with pytest.raises(bs.AbsurdSizeError):
+        nerv.decode(_with_params(data, json.dumps(big).encode()))
+    for bad in (b"not json", json.dumps(dict(doc, model="vq-vae")).encode(),
+                json.dumps(dict(doc, v=9)).encode(), json.dumps(dict(doc, config=[1, 2])).encode(),
+                json.dumps(dict(doc, config=dict(doc["config"], height=99))).encode(),
+                json.dumps(dict(doc, config=dict(doc["config"], bogus=1))).encode()):
+        with pytest.raises(bs.BitstreamError):
+            nerv.decode(_with_params(data, bad))
+    # a model description that builds, but not the network the weights were coded for
+    other = dict(doc, config=dict(doc["config"], c0=doc["config"]["c0"] + 1))
+    with pytest.raises(bs.BitstreamError):
+        nerv.decode(_with_params(data, json.dumps(other).encode()))
+
+
+def test_other_containers_are_not_nerv():
+    with pytest.raises(bs.MalformedError, match="not nerv"):
+        nerv.decode((GOLDEN / "tiny_rgb.pcz").read_bytes())
+    with pytest.raises(bs.BadSignatureError):
+        nerv.decode(b"RIFF....AVI LIST")
+
+
+# -- golden file: the format is pinned -----------------------------------------------------------
+
+
+def test_golden_nerv_file():
+    """``tests/golden/nerv_tiny.nerv`` (made by ``tests/golden/nerv_sample.py``) keeps decoding: the
+    integers exactly (entropy decoding is integer-only), the frames within 1 level (float convs may
+    round differently on another CPU)."""
+    data = (GOLDEN / "nerv_tiny.nerv").read_bytes()
+    expect = json.loads((GOLDEN / "nerv_tiny.json").read_text())
+    with nerv.NervReader(data) as r:
+        wi, ei = r.index()
+        tensors, steps = r._weights(r._r.read_chunk(wi[0]).body, None)
+        h = hashlib.sha256()
+        for t in tensors:
+            h.update(t.ints.numpy().astype("<i8").tobytes())
+        assert h.hexdigest() == expect["weights_sha256"]
+        assert steps == expect["embedding_steps"]
+        frames = r.frames()
+    ref = np.load(GOLDEN / "nerv_tiny_frames.npy", allow_pickle=False)
+    assert frames.shape == ref.shape
+    assert int(np.abs(frames.astype(int) - ref).max()) <= 1
