@@ -33,7 +33,7 @@ import numpy as np
 
 from bitstream import AbsurdSizeError, BitstreamError
 from bitstream.errors import OutputExistsError
-from bitstream.safeio import atomic_output
+from bitstream.safeio import atomic_output, check_output
 
 #: Default limits of :func:`read_video`: frames per clip, and pixels per frame.
 MAX_FRAMES = 100_000
@@ -360,6 +360,25 @@ def _check_frames(frames) -> np.ndarray:
     if 0 in frames.shape:
         raise ValueError(f"no pixels to write: frames of shape {frames.shape}")
     return frames
+
+
+def check_video_output(path: PathLike, *, force: bool = False, inputs: Iterable[PathLike] = ()) -> None:
+    """Raise now what :func:`write_video` would raise about ``path`` itself (a kind we cannot
+    write, an existing output without ``force``, an input), so a caller can fail before long work."""
+    name = os.fspath(path)
+    if _is_dir_target(path):
+        target = Path(path).resolve()
+        for inp in inputs:
+            inp = Path(inp).resolve()
+            if inp == target or target in inp.parents:
+                raise OutputExistsError(f"{path}: output directory is or holds an input; refusing to overwrite it")
+        _existing_dir(Path(path), force)
+        return
+    suffix = Path(path).suffix.lower()
+    if suffix not in _CONTAINERS:
+        raise VideoFormatError(f"cannot write {suffix or 'this kind of'} files; use .mp4, .mkv, .mov, .y4m "
+                               "or a directory of PNG frames", name)
+    check_output(path, force=force, inputs=inputs)
 
 
 def write_video(path: PathLike, frames: np.ndarray, fps, *, force: bool = False, inputs: Iterable[PathLike] = (),

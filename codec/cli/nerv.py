@@ -19,7 +19,7 @@ from bitstream import BitstreamError
 
 from .. import nerv
 from ..metrics import ms_ssim, psnr
-from ..video_io import read_video, write_video
+from ..video_io import check_video_output, read_video, write_video
 
 PROG = "nervcodec"
 
@@ -140,6 +140,7 @@ def cmd_decode(args) -> None:
     out = args.output
     if out is None:
         raise BitstreamError("give an output with -o (OUT.mp4, OUT.mkv, OUT.y4m or a folder/)")
+    check_video_output(out, force=args.force, inputs=[args.input])
     with nerv.NervReader(args.input) as r:
         if args.frame is not None:
             if not 0 <= args.frame < r.count:
@@ -148,7 +149,7 @@ def cmd_decode(args) -> None:
         else:
             t0 = time.perf_counter()
             frames = r.frames(device=_device(args.device))
-            dt = time.perf_counter() - t0
+            dt = max(time.perf_counter() - t0, 1e-9)
             _log(args, f"{args.input}: {r.count} frames decoded in {dt:.2f} s ({r.count / dt:.1f} fps)")
         fps = r.fps
     write_video(out, frames, fps, force=args.force, inputs=[args.input], lossless=args.lossless, crf=args.crf)
@@ -216,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", type=parse_size, help="network parameters, e.g. 100k (NIRVANA: all groups)")
     g.add_argument("--bpp", type=float, help="size the network for about this many bits per pixel (default 0.05)")
     p.add_argument("--epochs", type=int, default=100, help="training passes over the video (NIRVANA: per group) (%(default)s)")
-    p.add_argument("--lam", type=float, default=0.01, help="rate weight λ in MSE + λ·bpp (%(default)s)")
+    p.add_argument("--lam", type=float, default=0.02, help="rate weight λ in MSE + λ·bpp (%(default)s)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (%(default)s)")
     p.add_argument("--batch", type=int, default=4, help="frames per step (HNeRV, NeRV++) (%(default)s)")
     p.add_argument("--group", type=int, default=16, help="frames per group (NIRVANA) (%(default)s)")

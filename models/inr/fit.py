@@ -20,7 +20,7 @@ from torch import nn
 from .hnerv import HNeRVConfig, HNeRVDecoder, HNeRVEncoder
 from .layout import crop_frames, pad_frames, psnr_from_mse, to_uint8
 from .nervpp import NeRVpp, NeRVppConfig
-from .nirvana import NirvanaConfig, NirvanaNet, assemble, group_count, patch_coords
+from .nirvana import NirvanaConfig, NirvanaNet, assemble, group_count, patch_coords, split_patches
 from .quant import QuantizedLatents, QuantizedNet, QuantizedTensor, load_quantized
 
 KINDS = ("hnerv", "nervpp", "nirvana")
@@ -31,7 +31,7 @@ Progress = Callable[[int, int, dict], None]
 class FitOptions:
     epochs: int = 100  # passes over the clip (NIRVANA: over each group's frames)
     lr: float = 2e-3
-    lam: float = 0.01  # rate weight: loss = mse + lam * bpp
+    lam: float = 0.02  # rate weight: loss = mse + lam * bpp
     batch: int = 4  # frames per step (HNeRV, NeRV++)
     warmup: float = 0.1  # fraction of the steps with a linear warm-up, then cosine decay
     seed: int = 0
@@ -177,6 +177,7 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
     pixels = T * H * W
     hist: list[dict] = []
     step = 0
+    t0 = time.perf_counter()
     qnet.train()
     for epoch in range(opts.epochs):
         perm = torch.randperm(T)
@@ -203,7 +204,7 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
                 progress(step, total, {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse.detach())),
                                        "bpp": float(bits.detach()) / pixels})
         hist.append({"epoch": epoch + 1, "psnr": psnr_from_mse(se / T), "bpp": float(bits.detach()) / pixels,
-                     "seconds": time.perf_counter()})
+                     "seconds": time.perf_counter() - t0})
     qnet.eval()
     weights = qnet.export()
     est = float(qnet.rate_bits(noise=False).detach())
@@ -233,35 +234,42 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
     Hp, Wp = cfg.padded
     padded = pad_frames(target, Hp, Wp)
     G = group_count(cfg, T)
+    gh, gw = cfg.patch_grid
     total = G * opts.epochs
     groups: list[list[QuantizedTensor]] = []
     outs = []
     est = 0.0
     hist: list[dict] = []
     step = 0
+    t0 = time.perf_counter()
     prev: list[QuantizedTensor] | None = None
     qnet = QuantizedNet(NirvanaNet(cfg), opts.bits).to(dev)
     for g in range(G):
         lo, hi = g * cfg.group, min(T, (g + 1) * cfg.group)
         n = hi - lo
-        x = padded[lo:hi].to(dev)
+        tiles = split_patches(cfg, padded[lo:hi]).to(dev)
         coords = patch_coords(cfg, torch.arange(n)).to(dev)
         if prev is not None:
             qnet.load_exported(prev)
             qnet.set_reference([t.ints.to(dev) for t in prev])
+        n_patches = len(coords)
+        per_step = max(1, min(n_patches, opts.batch * gh * gw))  # ``batch`` frames' worth of patches
+        steps = -(-n_patches // per_step)
         opt = _adam(list(qnet.parameters()), opts)
-        sched = _schedule(opt, opts.epochs, opts.warmup)
+        sched = _schedule(opt, opts.epochs * steps, opts.warmup)
         qnet.train()
         pixels = n * H * W
         for it in range(opts.epochs):
-            y = assemble(cfg, qnet(coords), n)
-            mse = F.mse_loss(crop_frames(y, H, W), crop_frames(x, H, W))
-            bits = qnet.rate_bits()
-            loss = mse + opts.lam * bits / pixels
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            perm = torch.randperm(n_patches, device=dev)
+            for b in range(steps):
+                sel = perm[b * per_step:(b + 1) * per_step]
+                mse = F.mse_loss(qnet(coords[sel]), tiles[sel])
+                bits = qnet.rate_bits()
+                loss = mse + opts.lam * bits / pixels
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
             step += 1
             if progress:
                 progress(step, total, {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse.detach())),
@@ -272,6 +280,6 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
         groups.append(weights)
         outs.append(render("nirvana", cfg, decoder_from("nirvana", cfg, weights), count=n, frames=range(n),
                            device=dev))
-        hist.append({"group": g, "psnr": psnr_from_mse(float(mse.detach())), "seconds": time.perf_counter()})
+        hist.append({"group": g, "psnr": psnr_from_mse(float(mse.detach())), "seconds": time.perf_counter() - t0})
         prev = weights
     return Fitted("nirvana", cfg, groups, None, est, torch.cat(outs), history=hist)

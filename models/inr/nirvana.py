@@ -26,9 +26,9 @@ class NirvanaConfig:
     width: int
     group: int = 16  # frames per group
     patch: int = 16
-    hidden: int = 64  # SIREN width
+    hidden: int = 128  # SIREN width
     layers: int = 2  # SIREN layers before the feature projection
-    feat_ch: int = 16
+    feat_ch: int = 8
     up: int = 4  # upsampling factor of the conv block (power of two, divides patch)
     omega0: float = 30.0
 

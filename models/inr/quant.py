@@ -141,7 +141,7 @@ class QuantizedNet(nn.Module):
         """Set weights and steps so the network runs with exactly these integers and steps."""
         for w, ls, t in zip(self.floats, self.log_steps, tensors):
             ls.copy_(torch.tensor(math.log(t.step)))
-            w.copy_(t.ints.to(w.dtype) * torch.exp(ls))
+            w.copy_(t.ints.to(w.device, w.dtype) * torch.exp(ls))
 
 
 def load_quantized(net: nn.Module, tensors: list[QuantizedTensor]) -> nn.Module:
