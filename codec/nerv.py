@@ -310,7 +310,7 @@ def encode(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | None
     psnr = float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
     texts = {"encoder": "nervcodec (neural-codecs)", "psnr": f"{psnr:.4f}",
              "settings": json.dumps({"epochs": opts.epochs, "lam": opts.lam, "lr": opts.lr,
-                                     "batch": opts.batch, "seed": opts.seed}, sort_keys=True)}
+                                     "batch": opts.batch or (1 if model == "nirvana" else 4), "seed": opts.seed}, sort_keys=True)}
     return EncodeResult(pack(fitted, fps, texts), fitted, model)
 
 

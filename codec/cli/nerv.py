@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=100, help="training passes over the video (NIRVANA: per group) (%(default)s)")
     p.add_argument("--lam", type=float, default=0.02, help="rate weight λ in MSE + λ·bpp (%(default)s)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (%(default)s)")
-    p.add_argument("--batch", type=int, default=4, help="frames per step (HNeRV, NeRV++) (%(default)s)")
+    p.add_argument("--batch", type=int, help="frames per step (default 4; NIRVANA: patches of 1 frame)")
     p.add_argument("--group", type=int, default=16, help="frames per group (NIRVANA) (%(default)s)")
     p.add_argument("--fps", help="frame rate of a PNG folder (e.g. 30000/1001); default 25")
     p.add_argument("--seed", type=int, default=0)

@@ -8,6 +8,7 @@ final evaluation and the decoded file agree by construction.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ class FitOptions:
     epochs: int = 100  # passes over the clip (NIRVANA: over each group's frames)
     lr: float = 2e-3
     lam: float = 0.02  # rate weight: loss = mse + lam * bpp
-    batch: int = 4  # frames per step (HNeRV, NeRV++)
+    batch: int | None = None  # frames per step (NIRVANA: frames' worth of patches); None: 4, NIRVANA 1
     warmup: float = 0.1  # fraction of the steps with a linear warm-up, then cosine decay
     seed: int = 0
     device: str = "cpu"
@@ -145,6 +146,8 @@ def fit(frames, kind: str, cfg, opts: FitOptions = FitOptions(), progress: Progr
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; choose from {', '.join(KINDS)}")
     torch.manual_seed(opts.seed)
+    if opts.batch is None:
+        opts = dataclasses.replace(opts, batch=1 if kind == "nirvana" else 4)
     target = _to_target(frames)
     if (target.shape[2], target.shape[3]) != (cfg.height, cfg.width):
         raise ValueError("config size does not match the frames")
