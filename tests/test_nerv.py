@@ -11,7 +11,7 @@ import torch
 import bitstream as bs
 from codec import nerv
 from conftest import GOLDEN
-from models.inr import FitOptions, NirvanaConfig, QuantizedNet, fit, hnerv_config
+from models.inr import FitOptions, QuantizedNet, fit, hnerv_config
 from models.inr.layout import crop_frames, default_strides, pad_frames
 
 

@@ -12,11 +12,11 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 
 import bitstream as bs
 from bitstream import BitstreamError
 
+from . import run
 from .. import nerv
 from ..metrics import ms_ssim, psnr
 from ..video_io import check_video_output, read_video, write_video
@@ -256,16 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    with bs.exit_on_error(PROG):
-        try:
-            args.func(args)
-        except KeyboardInterrupt:
-            print(f"{PROG}: interrupted; no partial output written", file=sys.stderr)
-            return 130
-        except IndexError as err:
-            raise BitstreamError(str(err)) from None
-    return 0
+    return run(PROG, build_parser(), argv)
 
 
 if __name__ == "__main__":

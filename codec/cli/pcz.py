@@ -19,6 +19,7 @@ import bitstream as bs
 from bitstream import BitstreamError, ModelMismatchError
 from models.pc import tree_height
 
+from . import run
 from .. import pcz
 from ..images import encode_png, luma, read_idx, read_image
 from ..pcz_train import is_idx, list_inputs, load_same_size, sample_patches, train
@@ -346,16 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    with bs.exit_on_error(PROG):
-        try:
-            args.func(args)
-        except KeyboardInterrupt:
-            print(f"{PROG}: interrupted; no partial output written", file=sys.stderr)
-            return 130
-        except IndexError as err:
-            raise BitstreamError(str(err)) from None
-    return 0
+    return run(PROG, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hnerv import HNeRVConfig, HNeRVDecoder, HNeRVEncoder
+from .hnerv import HNeRVDecoder, HNeRVEncoder
 from .layout import crop_frames, pad_frames, psnr_from_mse, to_uint8
-from .nervpp import NeRVpp, NeRVppConfig
+from .nervpp import NeRVpp
 from .nirvana import NirvanaConfig, NirvanaNet, assemble, group_count, patch_coords, split_patches
 from .quant import QuantizedLatents, QuantizedNet, QuantizedTensor, load_quantized
 
@@ -133,6 +133,16 @@ def _adam(params: list[nn.Parameter], opts: FitOptions) -> torch.optim.Adam:
     return torch.optim.Adam([{"params": rest}, {"params": scalars, "lr": opts.lr * opts.quant_lr_mult}], lr=opts.lr)
 
 
+def _descend(opt, sched, mse: torch.Tensor, bits: torch.Tensor, lam_per_bit: float) -> torch.Tensor:
+    """One optimisation step on ``mse + λ · bits / pixels``; returns the loss."""
+    loss = mse + lam_per_bit * bits
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss
+
+
 def _to_target(frames) -> torch.Tensor:
     """uint8 (T, H, W, 3) numpy/tensor → float (T, 3, H, W) in [0, 1]."""
     x = torch.as_tensor(frames)
@@ -196,11 +206,7 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
                 y = qnet(frame_times(idx, T).to(dev))
                 bits = qnet.rate_bits()
             mse = F.mse_loss(crop_frames(y, H, W), crop_frames(x, H, W))
-            loss = mse + opts.lam * bits / pixels
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            loss = _descend(opt, sched, mse, bits, opts.lam / pixels)
             step += 1
             se += float(mse.detach()) * len(idx)
             if progress:
@@ -268,11 +274,7 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
                 sel = perm[b * per_step:(b + 1) * per_step]
                 mse = F.mse_loss(qnet(coords[sel]), tiles[sel])
                 bits = qnet.rate_bits()
-                loss = mse + opts.lam * bits / pixels
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
+                loss = _descend(opt, sched, mse, bits, opts.lam / pixels)
             step += 1
             if progress:
                 progress(step, total, {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse.detach())),

@@ -8,7 +8,7 @@ is solved from a parameter budget so the budget is met for any resolution.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn

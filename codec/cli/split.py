@@ -1,0 +1,197 @@
+"""``splitcodec``: the Entropic Student split-computing codec (command line).
+
+A thin shell over :mod:`codec.split` and :mod:`codec.split_service`; see ``splitcodec --help``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import bitstream as bs
+from bitstream import BitstreamError
+
+PROG = "splitcodec"
+
+#: Largest .split file read from disk (a real one is a few hundred bytes to a few kB).
+MAX_INPUT_BYTES = 64 << 20
+
+EPILOG = """examples:
+  splitcodec encode photo.jpg -m edge.npz -o photo.split     # edge side: image -> a few hundred bytes
+  splitcodec decode photo.split -m server.npz                # server side: top-5 classes
+  splitcodec decode photo.split -m server.npz --json --edge edge.npz
+  splitcodec serve -m server.npz --edge edge.npz --port 8000 # POST /predict, GET /health
+  curl --data-binary @photo.split http://127.0.0.1:8000/predict
+  splitcodec eval val/ --edge edge.npz --server server.npz   # top-1 and bytes/image (JSON)
+
+The edge model (encoder + learned prior table) and the server model (decoder + the teacher's
+layers after layer1 + class names) are the two .npz files codec.split.save_models writes; every
+bitstream names its edge model by content hash, and a server refuses another model's files.
+Errors print one line and exit with status 2; an error or Ctrl-C leaves no partial output."""
+
+
+def _log(args, msg: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(msg, file=sys.stderr)
+
+
+def cmd_encode(args) -> None:
+    from .. import split
+    from ..images import read_image
+
+    out = Path(args.output) if args.output else Path(args.input).with_suffix(".split")
+    bs.check_output(out, force=args.force, inputs=[args.input, args.model])
+    encoder = split.EdgeEncoder(split.load_edge(args.model))
+    img = read_image(args.input)
+    try:
+        q = encoder.latent(img, name=args.input)
+    except ValueError as err:
+        if isinstance(err, BitstreamError):
+            raise
+        raise BitstreamError(str(err), args.input) from None
+    data = split.encode_latent(q, encoder.model)
+    bs.atomic_write(out, data, force=args.force, inputs=[args.input, args.model])
+    C, h, w = q.shape
+    _log(args, f"{out}: {len(data)} bytes (latent {C}x{h}x{w}, edge model {encoder.model_hash.hex()})")
+
+
+def _server_decoder(args):
+    from .. import split
+
+    server = split.load_server(args.model)
+    return split.ServerDecoder(server, split.load_edge(args.edge) if args.edge else None, topk=args.topk)
+
+
+def cmd_decode(args) -> None:
+    dec = _server_decoder(args)
+    data = bs.read_limited(args.input, MAX_INPUT_BYTES)
+    res = dec.decode(data, name=args.input)
+    if args.json:
+        print(json.dumps({"file": args.input, "top1": res["top1"], "index": res["index"],
+                          "topk": [[label, p] for label, p in res["topk"]], "model": res["model"],
+                          "bytes": len(data)}))
+        return
+    print(f"{args.input}: {res['top1']}")
+    for label, p in res["topk"]:
+        print(f"  {p:8.4f}  {label}")
+
+
+def cmd_serve(args) -> None:
+    from ..split_service import make_server
+
+    dec = _server_decoder(args)
+    server = make_server(dec, args.host, args.port, args.max_bytes, quiet=args.quiet)
+    host, port = server.server_address[:2]
+    _log(args, f"{PROG}: serving edge model {dec.model_hash.hex()} on http://{host}:{port} "
+               f"(POST /predict, GET /health); Ctrl-C stops")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        _log(args, f"{PROG}: stopped")
+    finally:
+        server.server_close()
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
+
+
+def cmd_eval(args) -> None:
+    import time
+
+    from .. import split
+    from ..images import read_image
+
+    root = Path(args.folder)
+    if not root.is_dir():
+        raise BitstreamError("not a folder of class subfolders", str(root))
+    edge = split.load_edge(args.edge)
+    enc = split.EdgeEncoder(edge)
+    dec = split.ServerDecoder(split.load_server(args.server), edge, topk=1)
+    index = {name: i for i, name in enumerate(dec.model.class_names)}
+    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise BitstreamError("no class subfolders", str(root))
+    unknown = [c.name for c in classes if c.name not in index]
+    if unknown:
+        raise BitstreamError(f"class folder(s) {', '.join(unknown[:3])} not among the model's class names", str(root))
+    n = correct = nbytes = 0
+    t0 = time.perf_counter()
+    for c in classes:
+        files = sorted(p for p in c.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if args.limit:
+            files = files[: args.limit]
+        for f in files:
+            data = enc.encode(read_image(f), name=str(f))
+            res = dec.decode(data, name=str(f))
+            n += 1
+            correct += res["index"] == index[c.name]
+            nbytes += len(data)
+    if n == 0:
+        raise BitstreamError("no images found", str(root))
+    dt = time.perf_counter() - t0
+    print(json.dumps({"images": n, "top1": correct / n, "bytes_per_image": nbytes / n,
+                      "bits_per_image": 8 * nbytes / n, "seconds": round(dt, 3), "edge_model": edge.hash.hex()}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description="Split-computing feature codec (Entropic Student, "
+                                 "Matsubara et al., WACV 2022): the edge encodes an image to a compact "
+                                 "entropy-coded latent; the server classifies from it.",
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("encode", help="image -> .split (edge side)",
+                       description="Encode an image (PNG, JPEG, anything Pillow reads; resized and centre-"
+                       "cropped to the model's input size) with the edge model.")
+    p.add_argument("input", metavar="IMG")
+    p.add_argument("-m", "--model", required=True, metavar="EDGE.npz", help="edge model file")
+    p.add_argument("-o", "--output", metavar="OUT.split", help="output (default: IMG with .split)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output (never an input)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=cmd_encode)
+
+    def server_args(p):
+        p.add_argument("-m", "--model", required=True, metavar="SERVER.npz", help="server model file")
+        p.add_argument("--edge", metavar="EDGE.npz", help="check that the server pairs with this edge model")
+        p.add_argument("-k", "--topk", type=int, default=5, help="classes to report (%(default)s)")
+
+    p = sub.add_parser("decode", help=".split -> class prediction (server side)",
+                       description="Decode a .split file and print the top classes (or JSON with --json).")
+    p.add_argument("input", metavar="IN.split")
+    server_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("serve", help="HTTP prediction service",
+                       description="Serve POST /predict (body: a .split bitstream) -> JSON, and GET /health.")
+    server_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (%(default)s; 0 picks a free one)")
+    p.add_argument("--max-bytes", type=int, default=1 << 20, help="largest accepted body (%(default)s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no request log")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("eval", help="top-1 accuracy and bytes per image over a folder",
+                       description="Encode and classify every image of FOLDER/<class name>/*; prints JSON.")
+    p.add_argument("folder", metavar="FOLDER")
+    p.add_argument("--edge", required=True, metavar="EDGE.npz")
+    p.add_argument("--server", required=True, metavar="SERVER.npz")
+    p.add_argument("--limit", type=int, help="at most this many images per class")
+    p.set_defaults(func=cmd_eval)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with bs.exit_on_error(PROG):
+        try:
+            args.func(args)
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted; no partial output written", file=sys.stderr)
+            return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""The Entropic Student (Matsubara, Yang, Levorato & Mandt, WACV 2022).
+
+A ResNet classifier is split after ``layer1``. The *edge* runs a small learned encoder in place of
+the stem and layer1, quantizes its 24-channel output and entropy codes it under a learned
+factorized prior; the *server* decodes the latent back to layer1's shape and runs the teacher's
+remaining layers.
+
+    encoder  Conv5×5/2 3→96 · GDN · Conv5×5/2 96→48 · GDN · Conv2×2 48→24 (padding 0)
+    prior    EntropyBottleneck(24)
+    decoder  Conv2×2 24→512 (padding 1) · IGDN · Conv2×2 512→256 (padding 0) · IGDN ·
+             Conv2×2 256→C1 (padding 1)              (C1 = layer1's channels: 256 / 64)
+    tail     the teacher's layer2, layer3, layer4, avgpool, fc
+
+No convolution here has a bias. Every channel count is configurable
+(:class:`StudentConfig`; the paper's are the defaults).
+
+Shapes. A 5×5 stride-2 convolution with padding 2 maps a side n to ceil(n/2), exactly as the
+teacher's 7×7/2 (padding 3) convolution and its 3×3/2 (padding 1) max-pool do, so after the
+encoder's two strided convolutions the side is ceil(ceil(H/2)/2), layer1's side. The last encoder
+convolution (2×2, padding 0) takes one off (56 → 55 for a 224 input), and the decoder's three 2×2
+convolutions with paddings 1, 0, 1 add one back (55 → 56 → 55 → 56). So the decoder output has
+layer1's exact shape for *every* input size of at least 5 pixels a side — no cropping or
+interpolation is ever needed (``stage1_loss`` checks it against the teacher).
+
+Training (the paper's two stages):
+
+1. :meth:`EntropicStudent.train_stage1` — encoder, prior and decoder learn to reproduce the
+   frozen teacher's features: Σ_l MSE(student_l, teacher_l) over layer1 (the decoder output) and
+   layer2/3/4 (the teacher's own layers, frozen, run on the decoded features) plus β · bits per
+   image; uniform noise stands in for rounding; Adam 1e-3; the prior's quantiles follow with their
+   own Adam on :meth:`~.entropy_model.EntropyBottleneck.aux_loss`.
+2. :meth:`EntropicStudent.train_stage2` — encoder and prior frozen (the latent is *rounded*, as at
+   test time); decoder and tail are fine-tuned on 0.5 · cross-entropy + 0.5 · KL(teacher ‖ student)
+   at temperature 1; SGD 1e-3, momentum 0.9.
+
+The student's tail is a *copy* of the teacher's layers (frozen in stage 1, trained in stage 2), so
+stage 2 never changes the teacher that provides its targets.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .entropy_model import EntropyBottleneck
+from .gdn import GDN, IGDN
+from .resnet import ARCHS, ResNet, ResNetTail, layer_channels
+
+Progress = Callable[[int, int | None, dict], None]
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Architecture of the student and of the teacher it is cut from."""
+
+    arch: str = "resnet50"
+    num_classes: int = 1000
+    base_width: int = 64  # the teacher's stem / layer1 width (torchvision: 64)
+    enc_channels: tuple[int, int] = (96, 48)
+    bottleneck: int = 24
+    dec_channels: tuple[int, int] = (512, 256)
+    input_size: int = 224  # the side the edge resizes / crops images to
+
+    def __post_init__(self):
+        object.__setattr__(self, "enc_channels", tuple(int(c) for c in self.enc_channels))
+        object.__setattr__(self, "dec_channels", tuple(int(c) for c in self.dec_channels))
+        for name in ("num_classes", "base_width", "bottleneck", "input_size"):
+            if type(getattr(self, name)) is not int:
+                raise ValueError(f"{name} must be an integer")
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown architecture {self.arch!r}")
+        if len(self.enc_channels) != 2 or len(self.dec_channels) != 2:
+            raise ValueError("enc_channels and dec_channels need two numbers each")
+        for c in (*self.enc_channels, *self.dec_channels, self.bottleneck, self.base_width):
+            if not 1 <= c <= 4096:
+                raise ValueError("channel counts must lie in 1..4096")
+        if not 1 <= self.num_classes <= 1 << 20 or not 8 <= self.input_size <= 4096:
+            raise ValueError("num_classes or input_size out of range")
+
+    @property
+    def layer1_channels(self) -> int:
+        return layer_channels(self.arch, self.base_width)[0]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["enc_channels"], d["dec_channels"] = list(self.enc_channels), list(self.dec_channels)
+        return d
+
+
+def build_encoder(cfg: StudentConfig) -> nn.Sequential:
+    """Image (N, 3, H, W) -> latent (N, bottleneck, ceil(ceil(H/2)/2) - 1, …)."""
+    c1, c2 = cfg.enc_channels
+    return nn.Sequential(
+        nn.Conv2d(3, c1, 5, stride=2, padding=2, bias=False), GDN(c1),
+        nn.Conv2d(c1, c2, 5, stride=2, padding=2, bias=False), GDN(c2),
+        nn.Conv2d(c2, cfg.bottleneck, 2, stride=1, padding=0, bias=False),
+    )
+
+
+def build_decoder(cfg: StudentConfig) -> nn.Sequential:
+    """Latent -> layer1-shaped features (side + 1)."""
+    d1, d2 = cfg.dec_channels
+    return nn.Sequential(
+        nn.Conv2d(cfg.bottleneck, d1, 2, stride=1, padding=1, bias=False), IGDN(d1),
+        nn.Conv2d(d1, d2, 2, stride=1, padding=0, bias=False), IGDN(d2),
+        nn.Conv2d(d2, cfg.layer1_channels, 2, stride=1, padding=1, bias=False),
+    )
+
+
+def latent_side(n: int) -> int:
+    """Latent side for an input side ``n`` (layer1's side minus one)."""
+    return -(-(-(-n // 2)) // 2) - 1
+
+
+def _batch(item) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(item, (tuple, list)):
+        return item[0], (item[1] if len(item) > 1 else None)
+    return item, None
+
+
+def _total_steps(loader, epochs: int, max_steps: int | None) -> int | None:
+    try:
+        total = epochs * len(loader)
+    except TypeError:
+        total = None
+    if max_steps is not None:
+        total = max_steps if total is None else min(total, max_steps)
+    return total
+
+
+def _freeze(module: nn.Module, frozen: bool = True) -> None:
+    for p in module.parameters():
+        p.requires_grad_(not frozen)
+
+
+class EntropicStudent(nn.Module):
+    """Encoder + entropy bottleneck + decoder, followed by the teacher's layer2 … fc."""
+
+    def __init__(self, config: StudentConfig | None = None, tail: ResNetTail | None = None):
+        super().__init__()
+        self.config = cfg = config or StudentConfig()
+        self.encoder = build_encoder(cfg)
+        self.entropy_bottleneck = EntropyBottleneck(cfg.bottleneck)
+        self.decoder = build_decoder(cfg)
+        if tail is None:
+            tail = ResNetTail(cfg.arch, cfg.num_classes, cfg.base_width)
+        if (tail.arch, tail.num_classes, tail.base_width) != (cfg.arch, cfg.num_classes, cfg.base_width):
+            raise ValueError("the tail does not match the config")
+        self.tail = tail
+
+    @classmethod
+    def from_teacher(cls, teacher: ResNet, **overrides) -> "EntropicStudent":
+        """A student for ``teacher`` (its architecture, classes and width), its tail a copy of the
+        teacher's layer2 … fc. ``overrides``: other :class:`StudentConfig` fields."""
+        cfg = StudentConfig(arch=teacher.arch, num_classes=teacher.num_classes, base_width=teacher.base_width,
+                            **overrides)
+        return cls(cfg, ResNetTail.from_resnet(teacher))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"logits", "likelihoods", "y", "y_hat", "layer1" (decoder output), "layer2",
+        "layer3", "layer4"}``. ``y_hat`` is y plus noise in training mode, rounded at eval."""
+        y = self.encoder(x)
+        y_hat, likelihoods = self.entropy_bottleneck(y)
+        h1 = self.decoder(y_hat)
+        return {"y": y, "y_hat": y_hat, "likelihoods": likelihoods, "layer1": h1, **self.tail(h1)}
+
+    def from_latent(self, y_hat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Server side: dequantized latent -> features and logits."""
+        h1 = self.decoder(y_hat)
+        return {"layer1": h1, **self.tail(h1)}
+
+    # -- losses ----------------------------------------------------------------------------------
+    @staticmethod
+    def rate_bits(likelihoods: torch.Tensor) -> torch.Tensor:
+        """Bits per image: -Σ log2 p over each image's latent, averaged over the batch."""
+        return -torch.log2(likelihoods).sum() / likelihoods.shape[0]
+
+    def stage1_loss(self, out: dict, teacher_feats: dict, beta: float) -> tuple[torch.Tensor, dict]:
+        """Σ_{layer1..layer4} MSE(student, teacher) + β · bits per image; returns (loss, info)."""
+        dist = 0.0
+        for key in ("layer1", "layer2", "layer3", "layer4"):
+            s, t = out[key], teacher_feats[key]
+            if s.shape != t.shape:
+                raise ValueError(f"student {key} {tuple(s.shape)} != teacher {tuple(t.shape)}")
+            dist = dist + F.mse_loss(s, t)
+        rate = self.rate_bits(out["likelihoods"])
+        loss = dist + beta * rate
+        return loss, {"loss": float(loss.detach()), "distortion": float(dist.detach()), "bits": float(rate.detach())}
+
+    @staticmethod
+    def stage2_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+                    temperature: float = 1.0, alpha: float = 0.5) -> torch.Tensor:
+        """(1 - α) · CE(logits, targets) + α · T² · KL(softmax(teacher/T) ‖ softmax(student/T))."""
+        T = temperature
+        ce = F.cross_entropy(logits, targets)
+        kl = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(teacher_logits / T, 1),
+                      reduction="batchmean", log_target=True)
+        return (1 - alpha) * ce + alpha * T * T * kl
+
+    # -- training loops --------------------------------------------------------------------------
+    def train_stage1(self, teacher: ResNet, loader: Iterable, *, epochs: int = 1, beta: float = 0.01,
+                     device: str | torch.device = "cpu", lr: float = 1e-3, aux_lr: float = 1e-3,
+                     max_steps: int | None = None, progress: Progress | None = None) -> list[dict]:
+        """Stage 1 (feature distillation + rate). ``loader`` yields images or (images, labels).
+
+        Returns one info dict per step (loss, distortion, bits per image, aux loss)."""
+        device = torch.device(device)
+        self.to(device)
+        teacher.to(device).eval()
+        _freeze(teacher)
+        _freeze(self.tail)
+        _freeze(self.encoder, False), _freeze(self.decoder, False), _freeze(self.entropy_bottleneck, False)
+        eb = self.entropy_bottleneck
+        opt = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters(), *eb.density_parameters()],
+                               lr=lr)
+        aux_opt = torch.optim.Adam([eb.quantiles], lr=aux_lr)
+        total = _total_steps(loader, epochs, max_steps)
+        history, step = [], 0
+        for _ in range(epochs):
+            for item in loader:
+                if max_steps is not None and step >= max_steps:
+                    return history
+                x, _ = _batch(item)
+                x = x.to(device)
+                self.train()
+                self.tail.eval()  # frozen teacher layers: running statistics, not batch ones
+                with torch.no_grad():
+                    target = teacher.features(x)
+                out = self(x)
+                loss, info = self.stage1_loss(out, target, beta)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                aux = eb.aux_loss()
+                aux_opt.zero_grad(set_to_none=True)
+                aux.backward()
+                aux_opt.step()
+                info["aux"] = float(aux.detach())
+                history.append(info)
+                step += 1
+                if progress is not None:
+                    progress(step, total, info)
+        self.eval()
+        return history
+
+    def train_stage2(self, teacher: ResNet, loader: Iterable, *, epochs: int = 1,
+                     device: str | torch.device = "cpu", lr: float = 1e-3, momentum: float = 0.9,
+                     weight_decay: float = 0.0, temperature: float = 1.0, alpha: float = 0.5,
+                     max_steps: int | None = None, progress: Progress | None = None) -> list[dict]:
+        """Stage 2 (classification fine-tuning). ``loader`` yields (images, labels).
+
+        Encoder and prior are frozen and run at eval (the latent is rounded around the medians);
+        decoder and tail learn. Returns one info dict per step (loss)."""
+        device = torch.device(device)
+        self.to(device)
+        teacher.to(device).eval()
+        _freeze(teacher)
+        _freeze(self.encoder), _freeze(self.entropy_bottleneck)
+        _freeze(self.decoder, False), _freeze(self.tail, False)
+        opt = torch.optim.SGD([*self.decoder.parameters(), *self.tail.parameters()], lr=lr, momentum=momentum,
+                              weight_decay=weight_decay)
+        total = _total_steps(loader, epochs, max_steps)
+        history, step = [], 0
+        for _ in range(epochs):
+            for item in loader:
+                if max_steps is not None and step >= max_steps:
+                    return history
+                x, labels = _batch(item)
+                if labels is None:
+                    raise ValueError("stage 2 needs (images, labels) batches")
+                x, labels = x.to(device), labels.to(device)
+                self.train()
+                self.encoder.eval()
+                self.entropy_bottleneck.eval()
+                with torch.no_grad():
+                    t_logits = teacher(x)
+                    y_hat, _ = self.entropy_bottleneck(self.encoder(x))
+                out = self.from_latent(y_hat)
+                loss = self.stage2_loss(out["logits"], t_logits, labels, temperature, alpha)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                info = {"loss": float(loss.detach())}
+                history.append(info)
+                step += 1
+                if progress is not None:
+                    progress(step, total, info)
+        self.eval()
+        return history
