@@ -109,14 +109,14 @@ def params_to_config(header: bs.Header, name: str | None):
         if not isinstance(fields, dict):
             raise NervError("model config is not an object", name)
         for k, v in fields.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and not (0 <= v <= 1 << 20):
+            if isinstance(v, bool) or (isinstance(v, (int, float)) and not (0 < v <= 1 << 20)):
                 raise AbsurdSizeError(f"model config {k}={v} out of range", name)
             if isinstance(v, list) and (len(v) > 16 or not all(isinstance(i, int) and 1 <= i <= 64 for i in v)):
                 raise AbsurdSizeError(f"model config {k}={v} out of range", name)
         cfg = _CONFIGS[kind](**fields)
     except bs.BitstreamError:
         raise
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError, RecursionError) as err:
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, RecursionError, ArithmeticError) as err:
         raise NervError(f"bad model description in the header ({err})", name) from None
     if (cfg.height, cfg.width) != (header.height, header.width):
         raise NervError("model config and header disagree on the frame size", name)

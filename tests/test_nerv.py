@@ -169,7 +169,10 @@ def test_absurd_or_wrong_descriptions_are_refused_before_building(encoded):
     for bad in (b"not json", json.dumps(dict(doc, model="vq-vae")).encode(),
                 json.dumps(dict(doc, v=9)).encode(), json.dumps(dict(doc, config=[1, 2])).encode(),
                 json.dumps(dict(doc, config=dict(doc["config"], height=99))).encode(),
-                json.dumps(dict(doc, config=dict(doc["config"], bogus=1))).encode()):
+                json.dumps(dict(doc, config=dict(doc["config"], bogus=1))).encode(),
+                json.dumps(dict(doc, config=dict(doc["config"], reduce=0))).encode(),
+                json.dumps(dict(doc, config=dict(doc["config"], strides=[]))).encode(),
+                json.dumps(dict(doc, config=dict(doc["config"], emb_ch=True))).encode()):
         with pytest.raises(bs.BitstreamError):
             nerv.decode(_with_params(data, bad))
     # a model description that builds, but not the network the weights were coded for
