@@ -1,0 +1,118 @@
+"""Smoke test of the Entropic Student tools (tools/split_data.py, train_split.py, bench_split.py)
+on a fake two-class Imagenette made here (no real data needed; about 20 s on one thread)."""
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from codec import split
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+
+import bench_split  # noqa: E402
+import split_data  # noqa: E402
+import train_split  # noqa: E402
+
+torch.set_num_threads(1)
+WNIDS = ["n01440764", "n03888257"]  # tench, parachute
+
+
+def _fake_imagenette(root):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:40, 0:48]
+    for split_name in ("train", "val"):
+        for c, wnid in enumerate(WNIDS):
+            d = root / split_name / wnid
+            d.mkdir(parents=True)
+            for i in range(4):
+                base = np.stack([xx * (3 + c * 2), yy * (2 + i), (xx + yy) * (c + 1)], -1) + 90 * c
+                img = ((base + rng.integers(0, 30, base.shape)) % 256).astype(np.uint8)
+                im = Image.fromarray(img)
+                if i == 3:
+                    im = im.convert("L")  # grayscale files exist in Imagenette
+                im.save(d / f"img_{i}.JPEG", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return _fake_imagenette(tmp_path_factory.mktemp("imagenette"))
+
+
+def test_dataset_matches_edge_preprocessing(data, tmp_path):
+    files, labels, wnids = split_data.list_split(data, "val")
+    assert wnids == WNIDS and labels.tolist() == [0] * 4 + [1] * 4
+    assert split_data.class_names(wnids) == ["tench", "parachute"]
+    x, y, _ = split_data.load_split(data, "val", 32, cache_dir=tmp_path)
+    assert x.shape == (8, 32, 32, 3) and x.dtype == np.uint8 and len(list(tmp_path.glob("*.npy"))) == 2
+    x2, _, _ = split_data.load_split(data, "val", 32, cache_dir=tmp_path)  # from the cache
+    assert np.array_equal(x, x2)
+    for f, crop in zip(files, x):
+        raw = split_data.read_rgb(f)
+        want = split.preprocess(raw, 32, split_data.resize_size_for(32))
+        assert torch.equal(split_data.normalize(crop), want)
+    ds = split_data.ImagenetteDataset(data, "train", 32, train=True, cache_dir=tmp_path, progress=False)
+    torch.manual_seed(0)
+    img, label = ds[5]
+    assert img.shape == (3, 32, 32) and img.dtype == torch.float32 and label == 1
+
+
+def test_missing_data_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_split.main(["teacher", "--data", str(tmp_path / "nope"), "-o", str(tmp_path / "t.npz")])
+    assert e.value.code == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_train_and_bench_end_to_end(data, tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "models"
+    teacher = out / "teacher.npz"
+    common = ["--data", str(data), "--cache-dir", str(cache), "--batch", "4", "--threads", "1"]
+    assert train_split.main(["teacher", *common, "--res", "32", "--base-width", "8", "--epochs", "1",
+                             "-o", str(teacher)]) == 0
+    meta = json.loads(teacher.with_suffix(".json").read_text())
+    assert meta["res"] == 32 and meta["num_classes"] == 2 and 0 <= meta["top1"] <= 1
+    with np.load(teacher, allow_pickle=False) as z:
+        assert "layer1.0.conv1.weight" in z.files and "fc.weight" in z.files
+
+    assert train_split.main(["student", *common, "--teacher", str(teacher), "--betas", "1",
+                             "--stage1-epochs", "1", "--stage2-epochs", "1", "--enc-channels", "8,8",
+                             "--bottleneck", "4", "--dec-channels", "16,8", "-o", str(out)]) == 0
+    edge_p, server_p = out / "student_b1_edge.npz", out / "student_b1_server.npz"
+    edge, server = split.load_edge(edge_p), split.load_server(server_p)
+    assert edge.config.input_size == 32 and server.class_names == ["tench", "parachute"]
+    smeta = json.loads((out / "student_b1.json").read_text())
+    assert 0 <= smeta["val"]["top1"] <= 1 and smeta["val"]["bytes"] > 0
+
+    bench = tmp_path / "bench"
+    assert bench_split.main(["--data", str(data), "--cache-dir", str(cache), "--teacher", str(teacher),
+                             "--students", str(out), "--out", str(bench), "--jpeg", "10,50", "--webp", "10,50",
+                             "--latency-images", "2", "--threads", "1"]) == 0
+    docs = {p.stem: json.loads(p.read_text()) for p in bench.glob("*.json")}
+    assert set(docs) == {"jpeg", "webp", "entropic-student", "teacher-uncompressed"}
+    for name, doc in docs.items():
+        r = doc["results"]
+        assert doc["name"] and doc["description"]
+        assert all(0 <= t <= 1 for t in r["top1"]) and all(b > 0 for b in r["bytes"])
+        assert r["kb"] == pytest.approx([b / 1000 for b in r["bytes"]])
+    assert len(docs["jpeg"]["results"]["bytes"]) == 2 and len(docs["webp"]["results"]["bytes"]) == 2
+    for codec in ("jpeg", "webp"):  # lossy: fewer bytes at q10 than at q50, far below raw 32x32x3
+        small, large = docs[codec]["results"]["bytes"]
+        assert small < large < 3072
+        assert docs[codec]["results"]["quality"] == [10, 50]
+    assert docs["entropic-student"]["results"]["edge_ms"][0] > 0
+    assert docs["entropic-student"]["results"]["bytes"][0] == pytest.approx(smeta["val"]["bytes"])
+    assert (bench / "summary.md").is_file() and (bench / "rate_accuracy.png").is_file()
+    assert "Paper-style check" in (bench / "summary.md").read_text()
+
+
+def test_bytes_at_interpolates():
+    pts = [{"bytes": 100, "top1": 0.5}, {"bytes": 300, "top1": 0.9}]
+    b, how = bench_split.bytes_at(pts, 0.7)
+    assert b == pytest.approx(200) and how == "~"
+    assert bench_split.bytes_at(pts, 0.4) == (100, "<=")
+    assert bench_split.bytes_at(pts, 0.95) == (None, "not reached")
