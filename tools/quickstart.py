@@ -117,7 +117,7 @@ def demo_nerv(outdir: Path, force: bool) -> None:
     T, H, W, _ = clip.shape
     print(f"nervcodec: a {T}-frame {W}x{H} pan across 'astronaut' stored as an HNeRV network")
     t = time.perf_counter()
-    res = nerv.encode(clip, 24, model="hnerv", size=24_000, options=FitOptions(epochs=150, lam=0.01, batch=4))
+    res = nerv.encode(clip, 24, model="hnerv", size=24_000, options=FitOptions(epochs=80, batch=4))
     te = time.perf_counter() - t
     out = outdir / "pan.nerv"
     bs.atomic_write(out, res.data, force=force)
