@@ -1,5 +1,6 @@
 """Smoke test of the Entropic Student tools (tools/split_data.py, train_split.py, bench_split.py)
 on a fake two-class Imagenette made here (no real data needed; about 20 s on one thread)."""
+import importlib.util
 import json
 import sys
 
