@@ -107,7 +107,9 @@ def test_train_and_bench_end_to_end(data, tmp_path):
         assert docs[codec]["results"]["quality"] == [10, 50]
     assert docs["entropic-student"]["results"]["edge_ms"][0] > 0
     assert docs["entropic-student"]["results"]["bytes"][0] == pytest.approx(smeta["val"]["bytes"])
-    assert (bench / "summary.md").is_file() and (bench / "rate_accuracy.png").is_file()
+    assert (bench / "summary.md").is_file()
+    if importlib.util.find_spec("matplotlib") is not None:  # plotting is in the bench extra only
+        assert (bench / "rate_accuracy.png").is_file()
     assert "Paper-style check" in (bench / "summary.md").read_text()
 
 
