@@ -91,6 +91,13 @@ def _state_arrays(module: nn.Module, prefix: str) -> dict[str, np.ndarray]:
     return {f"{prefix}.{k}": v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
 
 
+def _save_npz(path, arrays: dict[str, np.ndarray], force: bool) -> None:
+    """Write a model's arrays as an uncompressed ``.npz``, atomically."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    bs.atomic_write(path, buf.getvalue(), force=force)
+
+
 def _read_npz(path, what: str) -> dict[str, np.ndarray]:
     name = str(path)
     try:
@@ -227,9 +234,7 @@ class EdgeModel:
         return self._hash
 
     def save(self, path, *, force: bool = False) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, **self.arrays())
-        bs.atomic_write(path, buf.getvalue(), force=force)
+        _save_npz(path, self.arrays(), force)
 
     @classmethod
     def load(cls, path) -> "EdgeModel":
@@ -289,9 +294,7 @@ class ServerModel:
                 "class_names": np.array(self.class_names, dtype=str)}
 
     def save(self, path, *, force: bool = False) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, **self.arrays())
-        bs.atomic_write(path, buf.getvalue(), force=force)
+        _save_npz(path, self.arrays(), force)
 
     @classmethod
     def load(cls, path) -> "ServerModel":

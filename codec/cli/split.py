@@ -12,6 +12,8 @@ from pathlib import Path
 import bitstream as bs
 from bitstream import BitstreamError
 
+from . import run
+
 PROG = "splitcodec"
 
 #: Largest .split file read from disk (a real one is a few hundred bytes to a few kB).
@@ -183,14 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    with bs.exit_on_error(PROG):
-        try:
-            args.func(args)
-        except KeyboardInterrupt:
-            print(f"{PROG}: interrupted; no partial output written", file=sys.stderr)
-            return 130
-    return 0
+    return run(PROG, build_parser(), argv)
 
 
 if __name__ == "__main__":
