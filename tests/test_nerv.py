@@ -209,3 +209,25 @@ def test_golden_nerv_file():
     ref = np.load(GOLDEN / "nerv_tiny_frames.npy", allow_pickle=False)
     assert frames.shape == ref.shape
     assert int(np.abs(frames.astype(int) - ref).max()) <= 1
+
+
+@pytest.mark.parametrize("kind", ["hnerv", "nervpp", "nirvana"])
+def test_training_step_keeps_every_tensor_on_the_model_device(kind):
+    """Run on the meta device: any tensor a forward pass makes on the CPU (a device mismatch that
+    would break CUDA training) raises here, without a GPU."""
+    from models.inr import build_net
+    from models.inr.hnerv import HNeRVEncoder
+    from models.inr.nirvana import patch_coords
+
+    cfg = nerv.make_config(kind, 20, 28, 4, size=3000, group=2)
+    qnet = QuantizedNet(build_net(kind, cfg), 8).to("meta")
+    Hp, Wp = cfg.padded
+    if kind == "hnerv":
+        x = HNeRVEncoder(cfg).to("meta")(torch.zeros(2, 3, Hp, Wp, device="meta"))
+    elif kind == "nervpp":
+        x = torch.zeros(2, device="meta")
+    else:
+        x = patch_coords(cfg, torch.arange(2)).to("meta")
+    y = qnet(x)
+    bits = qnet.rate_bits()
+    assert y.device.type == "meta" and bits.device.type == "meta"

@@ -88,7 +88,16 @@ def run_nerv(frames: np.ndarray, fps, model: str, kw: dict, out: Path, repeats: 
     if not np.array_equal(dec, res.frames):
         raise SystemExit(f"bench_nerv: {path}: decoded frames differ from the encoder's final evaluation")
     T, H, W, _ = frames.shape
-    return {"tag": tag, "model": model, "settings": kw, "bytes": len(res.data),
+    extra: dict = {}
+    if device != "cpu":  # the same file decoded on the CPU: how far apart do the two devices land?
+        cpu, _ = nerv.decode(path, device="cpu")
+        diff = np.abs(cpu.astype(np.int16) - dec.astype(np.int16))
+        extra = {"cpu_decode_max_diff": int(diff.max()), "cpu_decode_diff_fraction": float((diff > 0).mean()),
+                 "cpu_decode_psnr": psnr(cpu, frames)}
+    hist = res.fitted.history
+    if hist and "epoch" in hist[0]:
+        extra["seconds_per_epoch"] = hist[-1]["seconds"] / len(hist)
+    return {**extra, "tag": tag, "model": model, "settings": kw, "bytes": len(res.data),
             "bpp": 8 * len(res.data) / (T * H * W), "psnr": psnr(dec, frames), "ms_ssim": ms_ssim(dec, frames),
             "encode_s": enc_s, "decode_fps": T / statistics.median(times), "est_bpp": res.fitted.est_bits / (T * H * W),
             "curve": [(h["seconds"], h["psnr"]) for h in res.fitted.history]}

@@ -58,7 +58,7 @@ class NeRVppConfig:
 
 def positional_encoding(t: torch.Tensor, freqs: int, base: float) -> torch.Tensor:
     """t (B,) in [0, 1] → (B, 2·freqs)."""
-    f = (base ** torch.arange(freqs, dtype=torch.float32)) * math.pi
+    f = (base ** torch.arange(freqs, dtype=torch.float32, device=t.device)) * math.pi
     a = t.to(torch.float32)[:, None] * f[None, :]
     return torch.cat([torch.sin(a), torch.cos(a)], dim=1)
 
