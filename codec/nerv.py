@@ -293,8 +293,11 @@ def pack(fitted: Fitted, fps, texts: dict[str, str] | None = None) -> bytes:
 
 def encode(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | None = None,
            bpp: float | None = None, options: FitOptions | None = None, group: int = 16,
-           progress: Callable[[int, int, dict], None] | None = None) -> EncodeResult:
+           progress: Callable[[int, int, dict], None] | None = None) -> EncodeResult | None:
     """Fit ``model`` to uint8 frames (T, H, W, 3) and return the ``.nerv`` bytes and what they decode to.
+
+    Called by every rank of a torch.distributed process group (same arguments), the training is
+    shared (:mod:`models.inr.distributed`) and rank 0 gets the result; other ranks get None.
 
     ``size`` is the network's parameter count (or, for NIRVANA, of all groups together as a
     budget); ``bpp`` sizes it from a target rate instead. ``options`` sets epochs, λ, device, seed.
@@ -306,6 +309,8 @@ def encode(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | None
     opts = options or FitOptions()
     cfg = make_config(model, H, W, T, size=size, bpp=bpp, group=group)
     fitted = fit(frames, model, cfg, opts, progress)
+    if fitted is None:  # a rank > 0 of a distributed encode: rank 0 holds the result
+        return None
     mse = float(np.mean((fitted.frames.numpy().astype(np.float64) - frames) ** 2))
     psnr = float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
     texts = {"encoder": "nervcodec (neural-codecs)", "psnr": f"{psnr:.4f}",
@@ -390,20 +395,20 @@ class NervReader:
                 prev, _ = self._weights(self._r.read_chunk(info).body, prev)
                 n = min(self.config.group, self.count - g * self.config.group)
                 yield render("nirvana", self.config, self._net(prev), count=n, frames=range(n),
-                             device=device, batch=batch).numpy()
+                             device=device).numpy()
             return
         tensors, steps = self._weights(self._r.read_chunk(wi[0]).body, None)
         net = self._net(tensors)
         if self.kind == "nervpp":
             for lo in range(0, self.count, batch):
                 yield render("nervpp", self.config, net, count=self.count,
-                             frames=range(lo, min(self.count, lo + batch)), device=device, batch=batch).numpy()
+                             frames=range(lo, min(self.count, lo + batch)), device=device).numpy()
             return
         for run, info in enumerate(ei):
             emb = self._embeddings(self._r.read_chunk(info).body, run, steps)
             lo = run * EMB_RUN
             yield render("hnerv", self.config, net, count=self.count, frames=range(lo, lo + len(emb)),
-                         emb=emb, device=device, batch=batch).numpy()
+                         emb=emb, device=device).numpy()
 
     def frames(self, device: str = "cpu") -> np.ndarray:
         return np.concatenate(list(self.iter_frames(device)))

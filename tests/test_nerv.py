@@ -88,7 +88,7 @@ def test_lambda_trades_rate_for_distortion():
     out = {}
     for lam in (0.0, 50.0):
         res = nerv.encode(clip, 25, model="hnerv", size=4000,
-                          options=FitOptions(epochs=10, batch=4, lam=lam, quant_lr_mult=50))
+                          options=FitOptions(epochs=20, batch=4, lam=lam, quant_lr_mult=50))
         out[lam] = (len(res.data), float(np.mean((res.frames.astype(float) - clip) ** 2)))
     assert out[50.0][0] < 0.8 * out[0.0][0], out
     assert out[50.0][1] >= out[0.0][1], out

@@ -33,6 +33,8 @@ EPILOG = """examples:
   nervcodec decode clip.nerv --frame 42 -o f42/               # one frame alone
   nervcodec info clip.nerv
   nervcodec eval clip.mp4 clip.nerv                           # PSNR / MS-SSIM / bpp
+  torchrun --nproc-per-node 2 -m codec.cli.nerv encode clip.mp4 --model nirvana --threads 1
+                                                              # 2 processes (gloo; NCCL on GPUs)
 
 Models: hnerv (frame embeddings + conv decoder; best quality per bit here), nervpp (frame index
 -> network, nothing per frame), nirvana (one small network per group of frames, residual-coded;
@@ -110,30 +112,42 @@ class _Bar:
 
 
 def cmd_encode(args) -> None:
+    """Encode; under ``torchrun`` every rank runs this, trains its share, and rank 0 writes the file."""
     import torch
 
     from models.inr import FitOptions
+    from models.inr import distributed as dd
 
     out = Path(args.output) if args.output else Path(args.input).with_suffix(".nerv")
     bs.check_output(out, force=args.force, inputs=[args.input])
     video = read_video(args.input, start=args.start, count=args.frames, size=args.scale,
                        fps=Fraction(args.fps) if args.fps else None)
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    opts = FitOptions(epochs=args.epochs, lr=args.lr, lam=args.lam, batch=args.batch, seed=args.seed,
-                      device=_device(args.device))
-    _log(args, f"{args.input}: {video.count} frames {video.width}x{video.height} @ {video.fps} fps; "
-               f"training {args.model} on {opts.device}")
-    bar = _Bar(args.quiet)
+    device = dd.init_from_env(_device(args.device))
     try:
-        res = nerv.encode(video.frames, video.fps, model=args.model, size=args.size, bpp=args.bpp,
-                          options=opts, group=args.group, progress=bar)
+        tm = dd.team()
+        quiet = args.quiet or not tm.root
+        opts = FitOptions(epochs=args.epochs, lr=args.lr, lam=args.lam, batch=args.batch, seed=args.seed,
+                          device=device)
+        where = f"{tm.size} ranks ({'nccl' if device.startswith('cuda') else 'gloo'}), " if tm.size > 1 else ""
+        if not quiet:
+            _log(args, f"{args.input}: {video.count} frames {video.width}x{video.height} @ {video.fps} fps; "
+                       f"training {args.model} on {where}{opts.device}")
+        bar = _Bar(quiet)
+        try:
+            res = nerv.encode(video.frames, video.fps, model=args.model, size=args.size, bpp=args.bpp,
+                              options=opts, group=args.group, progress=bar)
+        finally:
+            bar.close()
+        if res is None:  # a rank > 0: its groups went to rank 0
+            return
+        bs.atomic_write(out, res.data, force=args.force, inputs=[args.input])
+        T, H, W = video.count, video.height, video.width
+        p = psnr(res.frames, video.frames)
+        _log(args, f"{out}: {len(res.data)} bytes, {8 * len(res.data) / (T * H * W):.4f} bpp, "
+                   f"PSNR {p:.2f} dB, {res.fitted.seconds:.1f} s")
     finally:
-        bar.close()
-    bs.atomic_write(out, res.data, force=args.force, inputs=[args.input])
-    T, H, W = video.count, video.height, video.width
-    p = psnr(res.frames, video.frames)
-    _log(args, f"{out}: {len(res.data)} bytes, {8 * len(res.data) / (T * H * W):.4f} bpp, "
-               f"PSNR {p:.2f} dB, {res.fitted.seconds:.1f} s")
+        dd.finish()
 
 
 def cmd_decode(args) -> None:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import all_sum, gather_to_root, segment, share, team
 from .hnerv import HNeRVDecoder, HNeRVEncoder
 from .layout import crop_frames, pad_frames, psnr_from_mse, to_uint8
 from .nervpp import NeRVpp
@@ -84,22 +85,23 @@ def dequantize_embeddings(emb: list[QuantizedTensor], frames: slice | None = Non
 
 @torch.no_grad()
 def render(kind: str, cfg, net: nn.Module, *, count: int, frames: range,
-           emb: torch.Tensor | None = None, batch: int = 8, device: str = "cpu") -> torch.Tensor:
+           emb: torch.Tensor | None = None, device: str = "cpu") -> torch.Tensor:
     """uint8 frames (n, H, W, 3) for ``frames`` (indices into the clip; NIRVANA: into the group).
 
-    ``emb``: HNeRV's dequantized embeddings of exactly those frames.
+    ``emb``: HNeRV's dequantized embeddings of exactly those frames. One forward pass per frame,
+    so a frame's pixels never depend on which frames are decoded beside it (batched convolutions
+    may round differently from single ones); on a CPU this is no slower than batching.
     """
     net = net.to(device).eval()
     out = []
-    idx = list(frames)
-    for i in range(0, len(idx), batch):
-        sel = torch.tensor(idx[i:i + batch])
+    for k, i in enumerate(frames):
+        sel = torch.tensor([i])
         if kind == "hnerv":
-            y = net(emb[i:i + batch].to(device))
+            y = net(emb[k:k + 1].to(device))
         elif kind == "nervpp":
             y = net(frame_times(sel, count).to(device))
         else:
-            y = assemble(cfg, net(patch_coords(cfg, sel).to(device)), len(sel))
+            y = assemble(cfg, net(patch_coords(cfg, sel).to(device)), 1)
         out.append(to_uint8(crop_frames(y, cfg.height, cfg.width)).cpu())
     return torch.cat(out) if out else torch.zeros((0, cfg.height, cfg.width, 3), dtype=torch.uint8)
 
@@ -151,8 +153,12 @@ def _to_target(frames) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).to(torch.float32) / 255.0
 
 
-def fit(frames, kind: str, cfg, opts: FitOptions = FitOptions(), progress: Progress | None = None) -> Fitted:
-    """Train ``kind`` with config ``cfg`` on uint8 frames (T, H, W, 3); see the module docstring."""
+def fit(frames, kind: str, cfg, opts: FitOptions = FitOptions(), progress: Progress | None = None) -> Fitted | None:
+    """Train ``kind`` with config ``cfg`` on uint8 frames (T, H, W, 3); see the module docstring.
+
+    Inside a torch.distributed process group every rank calls this with the same arguments and
+    the work is shared (:mod:`models.inr.distributed`); rank 0 gets the result, the others None.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; choose from {', '.join(KINDS)}")
     torch.manual_seed(opts.seed)
@@ -166,13 +172,34 @@ def fit(frames, kind: str, cfg, opts: FitOptions = FitOptions(), progress: Progr
         res = _fit_nirvana(target, cfg, opts, progress)
     else:
         res = _fit_global(target, kind, cfg, opts, progress)
-    res.seconds = time.perf_counter() - t0
+    if res is not None:
+        res.seconds = time.perf_counter() - t0
     return res
 
 
-def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress: Progress | None) -> Fitted:
-    """HNeRV and NeRV++: one network for the whole clip, mini-batches of frames."""
+class _Step(nn.Module):
+    """One training forward of HNeRV / NeRV++ as a single module, so DistributedDataParallel can
+    wrap it: ``(input, embedding-rate scale) → (frames, rate in bits)``."""
+
+    def __init__(self, kind: str, qnet: QuantizedNet, enc: nn.Module | None, embq: QuantizedLatents | None):
+        super().__init__()
+        self.kind, self.qnet, self.enc, self.embq = kind, qnet, enc, embq
+
+    def forward(self, x: torch.Tensor, emb_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "hnerv":
+            emb, _, ebits = self.embq(self.enc(x))
+            return self.qnet(emb), self.qnet.rate_bits() + ebits * emb_scale
+        return self.qnet(x), self.qnet.rate_bits()
+
+
+def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress: Progress | None) -> Fitted | None:
+    """HNeRV and NeRV++: one network for the whole clip, mini-batches of frames.
+
+    With a team of several ranks each global batch is split among them and the step is wrapped
+    in DistributedDataParallel; the loss of each rank is weighted so that the averaged gradient
+    is exactly the one-process gradient of the whole batch."""
     dev = opts.device
+    tm = team()
     T, _, H, W = target.shape
     Hp, Wp = cfg.padded
     padded = pad_frames(target, Hp, Wp)
@@ -183,37 +210,51 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
         enc = HNeRVEncoder(cfg).to(dev)
         embq = QuantizedLatents(cfg.emb_ch).to(dev)
         params += list(enc.parameters()) + list(embq.parameters())
+    step_net: nn.Module = _Step(kind, qnet, enc, embq)
+    if tm.size > 1:
+        import warnings
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        # depthwise-conv gradients come back in another memory layout than DDP's buckets: a
+        # copy per step, harmless at these sizes, but the warning would repeat on every rank
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        step_net = DistributedDataParallel(step_net)
     opt = _adam(params, opts)
     steps_per_epoch = -(-T // opts.batch)
     total = opts.epochs * steps_per_epoch
     sched = _schedule(opt, total, opts.warmup)
+    order = torch.Generator().manual_seed(opts.seed)  # the same batches on every rank
+    torch.manual_seed(opts.seed * 7919 + 1 + tm.rank)  # noise: independent per rank
     pixels = T * H * W
     hist: list[dict] = []
     step = 0
     t0 = time.perf_counter()
     qnet.train()
     for epoch in range(opts.epochs):
-        perm = torch.randperm(T)
+        perm = torch.randperm(T, generator=order)
         se = 0.0
         for b in range(steps_per_epoch):
-            idx = perm[b * opts.batch:(b + 1) * opts.batch]
+            batch = perm[b * opts.batch:(b + 1) * opts.batch]
+            if len(batch) < tm.size:
+                batch = batch.repeat(-(-tm.size // len(batch)))[:tm.size]
+            idx = share(batch, tm)
             x = padded[idx].to(dev)
-            if kind == "hnerv":
-                emb, _, ebits = embq(enc(x))
-                y = qnet(emb)
-                bits = qnet.rate_bits() + ebits * (T / len(idx))
-            else:
-                y = qnet(frame_times(idx, T).to(dev))
-                bits = qnet.rate_bits()
+            inp = x if kind == "hnerv" else frame_times(idx, T).to(dev)
+            y, bits = step_net(inp, tm.size * T / len(batch))
             mse = F.mse_loss(crop_frames(y, H, W), crop_frames(x, H, W))
-            loss = _descend(opt, sched, mse, bits, opts.lam / pixels)
+            part = tm.size * len(idx) / len(batch)  # this rank's share of the batch mean
+            loss = _descend(opt, sched, mse * part, bits, opts.lam / pixels)
             step += 1
             se += float(mse.detach()) * len(idx)
             if progress:
                 progress(step, total, {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse.detach())),
                                        "bpp": float(bits.detach()) / pixels})
+        se = all_sum(se, tm)
         hist.append({"epoch": epoch + 1, "psnr": psnr_from_mse(se / T), "bpp": float(bits.detach()) / pixels,
                      "seconds": time.perf_counter() - t0})
+    if not tm.root:
+        return None
     qnet.eval()
     weights = qnet.export()
     est = float(qnet.rate_bits(noise=False).detach())
@@ -235,25 +276,30 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
     return Fitted(kind, cfg, [weights], emb_q, est, out, history=hist)
 
 
-def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, progress: Progress | None) -> Fitted:
+def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, progress: Progress | None) -> Fitted | None:
     """One network per group of frames, each warm-started from the previous group's integers and
-    trained with the rate of its residual against them."""
+    trained with the rate of its residual against them.
+
+    A team of several ranks cuts the groups into contiguous segments (one per rank); a segment's
+    first group starts from the common seeded network, like group 0. Each group's training
+    depends only on its start and its index (its own seed), so a group trains the same whoever
+    trains it; rank 0 gathers the groups in order."""
     dev = opts.device
+    tm = team()
     T, _, H, W = target.shape
     Hp, Wp = cfg.padded
     padded = pad_frames(target, Hp, Wp)
     G = group_count(cfg, T)
     gh, gw = cfg.patch_grid
-    total = G * opts.epochs
-    groups: list[list[QuantizedTensor]] = []
-    outs = []
-    est = 0.0
-    hist: list[dict] = []
+    mine = segment(G, tm)
+    total = len(mine) * opts.epochs
+    done: list[dict] = []
     step = 0
     t0 = time.perf_counter()
     prev: list[QuantizedTensor] | None = None
-    qnet = QuantizedNet(NirvanaNet(cfg), opts.bits).to(dev)
-    for g in range(G):
+    qnet = QuantizedNet(NirvanaNet(cfg), opts.bits).to(dev)  # the common start (seeded in ``fit``)
+    for g in mine:
+        torch.manual_seed(opts.seed * 100003 + g + 1)
         lo, hi = g * cfg.group, min(T, (g + 1) * cfg.group)
         n = hi - lo
         tiles = split_patches(cfg, padded[lo:hi]).to(dev)
@@ -281,10 +327,17 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
                                        "bpp": float(bits.detach()) / pixels, "group": g})
         qnet.eval()
         weights = qnet.export()
-        est += float(qnet.rate_bits(noise=False).detach())
-        groups.append(weights)
-        outs.append(render("nirvana", cfg, decoder_from("nirvana", cfg, weights), count=n, frames=range(n),
-                           device=dev))
-        hist.append({"group": g, "psnr": psnr_from_mse(float(mse.detach())), "seconds": time.perf_counter() - t0})
+        frames = render("nirvana", cfg, decoder_from("nirvana", cfg, weights), count=n, frames=range(n), device=dev)
+        done.append({"group": g, "weights": weights, "frames": frames,
+                     "est": float(qnet.rate_bits(noise=False).detach()),
+                     "hist": {"group": g, "rank": tm.rank, "psnr": psnr_from_mse(float(mse.detach())),
+                              "seconds": time.perf_counter() - t0}})
         prev = weights
-    return Fitted("nirvana", cfg, groups, None, est, torch.cat(outs), history=hist)
+    parts = gather_to_root(done, tm)
+    if parts is None:
+        return None
+    every = sorted((d for part in parts for d in part), key=lambda d: d["group"])
+    if [d["group"] for d in every] != list(range(G)):
+        raise RuntimeError("distributed NIRVANA: the gathered groups do not cover the clip")
+    return Fitted("nirvana", cfg, [d["weights"] for d in every], None, sum(d["est"] for d in every),
+                  torch.cat([d["frames"] for d in every]), history=[d["hist"] for d in every])

@@ -1,0 +1,109 @@
+"""Training one video across processes with torch.distributed (launched by ``torchrun``).
+
+The fitting code asks :func:`team` who it is; with no process group (the usual case) the answer is
+a team of one and nothing here does any communication. Two ways of sharing the work:
+
+- **NIRVANA** — the clip is a sequence of groups of frames; :func:`segment` cuts the groups into
+  ``size`` contiguous runs, each rank trains its run in order (warm-starting each group from the
+  previous group of its run, the first from the common seeded start), and rank 0 gathers every
+  group's integers and rendered frames (:func:`gather_to_root`). The file rank 0 writes has the
+  same format as a one-process encode; the decoder cannot tell.
+- **HNeRV / NeRV++** — one network for the whole clip, trained data-parallel with
+  :class:`~torch.nn.parallel.DistributedDataParallel`; each global mini-batch is split among the
+  ranks (:func:`share`), so the optimisation is the one-process one, just computed on more cores.
+
+Backends: gloo for CPU training, NCCL for CUDA (:func:`init_from_env`). A rank that fails ends the
+job through the launcher (``torchrun`` stops the others); rank 0 writes its output only after the
+final gather, atomically, so a failed job leaves nothing behind.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Team:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def root(self) -> bool:
+        return self.rank == 0
+
+
+def team() -> Team:
+    """This process's place in the current process group (a team of one without a group)."""
+    if dist.is_available() and dist.is_initialized():
+        return Team(dist.get_rank(), dist.get_world_size())
+    return Team()
+
+
+def launched() -> bool:
+    """True when started by ``torchrun`` (or any launcher that sets ``WORLD_SIZE``) with > 1 rank."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def init_from_env(device: str, timeout_s: float = 1800) -> str:
+    """Join the process group described by the launcher's environment; return the device this
+    rank trains on (``cuda`` becomes ``cuda:LOCAL_RANK``). Does nothing without a launcher."""
+    if not launched() or (dist.is_available() and dist.is_initialized()):
+        return device
+    if not dist.is_available():
+        raise RuntimeError("this torch build has no torch.distributed")
+    cuda = device.startswith("cuda")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise RuntimeError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA device(s) here")
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    return device
+
+
+def finish() -> None:
+    """Leave the process group (if this process joined one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def segment(groups: int, t: Team) -> range:
+    """The contiguous run of group indices rank ``t.rank`` trains (runs differ in length by ≤ 1)."""
+    return range(groups * t.rank // t.size, groups * (t.rank + 1) // t.size)
+
+
+def share(batch: torch.Tensor, t: Team) -> torch.Tensor:
+    """This rank's part of a global mini-batch (near-equal contiguous parts; the batch must hold at
+    least one entry per rank)."""
+    if len(batch) < t.size:
+        raise ValueError(f"a batch of {len(batch)} cannot be shared by {t.size} ranks")
+    return torch.tensor_split(batch, t.size)[t.rank]
+
+
+def all_sum(x: float, t: Team) -> float:
+    """Sum of a float over the team."""
+    if t.size == 1:
+        return x
+    v = torch.tensor([x], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        v = v.cuda()
+    dist.all_reduce(v)
+    return float(v.item())
+
+
+def gather_to_root(obj, t: Team) -> list | None:
+    """Every rank's ``obj`` in rank order on rank 0; None elsewhere. (torch.distributed pickles
+    the objects between our own processes; nothing here reads a user's file.)"""
+    if t.size == 1:
+        return [obj]
+    out = [None] * t.size if t.root else None
+    dist.gather_object(obj, out, dst=0)
+    return out
