@@ -222,9 +222,12 @@ def slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-").replace("--", "-")
 
 
-def write_json(out: Path, name: str, description: str, points: list[dict], extra_keys=()) -> None:
+def write_json(out: Path, name: str, description: str, points: list[dict], extra_keys=(), pixels: int = 0) -> None:
+    """One CompressAI-style JSON; ``bpp`` (bits per pixel of the res x res input, the key
+    CompressAI's plotting needs) when ``pixels`` is given."""
     pts = sorted(points, key=lambda p: p["bytes"])
-    results = {"bytes": [p["bytes"] for p in pts], "kb": [p["bytes"] / 1000 for p in pts],
+    results = {"bpp": [8 * p["bytes"] / pixels for p in pts]} if pixels else {}
+    results |= {"bytes": [p["bytes"] for p in pts], "kb": [p["bytes"] / 1000 for p in pts],
                "top1": [p["top1"] for p in pts], "edge_ms": [p.get("edge_ms") for p in pts]}
     for k in extra_keys:
         results[k] = [p.get(k) for p in pts]
@@ -357,7 +360,7 @@ def main(argv=None) -> int:
     t_top1 = float((classify(teacher, crops) == labels).mean())
     groups[TEACHER_NAME] = [{"bytes": float(res * res * 3), "top1": t_top1, "edge_ms": None}]
     write_json(out, TEACHER_NAME, f"The teacher on the uncompressed uint8 crops (bytes = raw RGB); {where}",
-               groups[TEACHER_NAME])
+               groups[TEACHER_NAME], pixels=res * res)
     print(f"  teacher: top-1 {t_top1:.4f} uncompressed", flush=True)
     flush()
 
@@ -372,7 +375,7 @@ def main(argv=None) -> int:
               f"edge {p['edge_ms']:.2f} ms", flush=True)
         write_json(out, STUDENT_NAME, "Entropic Student: real splitcodec containers (EdgeEncoder.encode -> "
                    f"ServerDecoder); edge_ms = median EdgeEncoder.encode on the raw file, 1 thread; {where}",
-                   groups[STUDENT_NAME], ("beta", "file", "edge_model"))
+                   groups[STUDENT_NAME], ("beta", "file", "edge_model"), pixels=res * res)
         flush()
 
     for name, qs, lib in ((JPEG_NAME, jpeg_q, "Pillow/libjpeg, 4:2:0, optimize=True"), (WEBP_NAME, webp_q,
@@ -382,7 +385,7 @@ def main(argv=None) -> int:
             groups.setdefault(name, []).append(p)
             print(f"  {name} q{q}: top-1 {p['top1']:.4f}, {p['bytes']:.1f} bytes/image", flush=True)
             write_json(out, name, f"{name} ({lib}) of the uint8 crop, decoded and classified by the teacher; "
-                       f"edge_ms = median encode; {where}", groups[name], ("quality",))
+                       f"edge_ms = median encode; {where}", groups[name], ("quality",), pixels=res * res)
             flush()
 
     print(summarize(out, groups, f"Measured on {where}.", paper_check(groups, t_top1)), flush=True)

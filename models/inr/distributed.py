@@ -99,6 +99,15 @@ def all_sum(x: float, t: Team) -> float:
     return float(v.item())
 
 
+def broadcast_from_root(obj, t: Team):
+    """Rank 0's ``obj`` on every rank."""
+    if t.size == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gather_to_root(obj, t: Team) -> list | None:
     """Every rank's ``obj`` in rank order on rank 0; None elsewhere. (torch.distributed pickles
     the objects between our own processes; nothing here reads a user's file.)"""

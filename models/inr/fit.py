@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributed import all_sum, gather_to_root, segment, share, team
+from .distributed import all_sum, broadcast_from_root, gather_to_root, segment, share, team
 from .hnerv import HNeRVDecoder, HNeRVEncoder
 from .layout import crop_frames, pad_frames, psnr_from_mse, to_uint8
 from .nervpp import NeRVpp
@@ -276,56 +276,87 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
     return Fitted(kind, cfg, [weights], emb_q, est, out, history=hist)
 
 
+def _train_patches(qnet: QuantizedNet, coords: torch.Tensor, tiles: torch.Tensor, frames: int, pixels: int,
+                   opts: FitOptions, tick: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]):
+    """``opts.epochs`` passes of NIRVANA training over one set of patches, ``frames`` frames' worth
+    of patches per step; ``tick(loss, mse, bits)`` after each pass. Returns the last (mse, bits)."""
+    n_patches = len(coords)
+    per_step = max(1, min(n_patches, opts.batch * n_patches // max(frames, 1)))
+    steps = -(-n_patches // per_step)
+    opt = _adam(list(qnet.parameters()), opts)
+    sched = _schedule(opt, opts.epochs * steps, opts.warmup)
+    qnet.train()
+    for _ in range(opts.epochs):
+        perm = torch.randperm(n_patches, device=coords.device)
+        for b in range(steps):
+            sel = perm[b * per_step:(b + 1) * per_step]
+            mse = F.mse_loss(qnet(coords[sel]), tiles[sel])
+            bits = qnet.rate_bits()
+            loss = _descend(opt, sched, mse, bits, opts.lam / pixels)
+        tick(loss, mse, bits)
+    qnet.eval()
+    return mse, bits
+
+
+def _start_frames(cfg: NirvanaConfig, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frames the common start learns from: one per group, at a within-group position that
+    walks through the group (frame ``g·group + g mod group``), so every part of the clip and
+    every time coordinate is seen. Returns (clip indices, within-group indices)."""
+    G = group_count(cfg, T)
+    local = torch.tensor([min(g % cfg.group, T - 1 - g * cfg.group) for g in range(G)])
+    return torch.arange(G) * cfg.group + local, local
+
+
 def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, progress: Progress | None) -> Fitted | None:
     """One network per group of frames, each warm-started from the previous group's integers and
     trained with the rate of its residual against them.
 
-    A team of several ranks cuts the groups into contiguous segments (one per rank); a segment's
-    first group starts from the common seeded network, like group 0. Each group's training
-    depends only on its start and its index (its own seed), so a group trains the same whoever
-    trains it; rank 0 gathers the groups in order."""
+    The first group starts from the *common start*: the seeded network trained for the same
+    number of epochs on one frame from every group (:func:`_start_frames`), so it already knows
+    the whole clip roughly. A team of several ranks cuts the groups into contiguous segments (one
+    per rank); every rank computes the same common start and begins its segment from it. Each
+    group's training depends only on its start and its index (its own seed), so a group trains
+    the same whoever trains it; rank 0 gathers the groups in order."""
     dev = opts.device
     tm = team()
     T, _, H, W = target.shape
     Hp, Wp = cfg.padded
     padded = pad_frames(target, Hp, Wp)
     G = group_count(cfg, T)
-    gh, gw = cfg.patch_grid
     mine = segment(G, tm)
-    total = len(mine) * opts.epochs
+    total = (len(mine) + 1) * opts.epochs
     done: list[dict] = []
     step = 0
     t0 = time.perf_counter()
-    prev: list[QuantizedTensor] | None = None
-    qnet = QuantizedNet(NirvanaNet(cfg), opts.bits).to(dev)  # the common start (seeded in ``fit``)
-    for g in mine:
-        torch.manual_seed(opts.seed * 100003 + g + 1)
-        lo, hi = g * cfg.group, min(T, (g + 1) * cfg.group)
-        n = hi - lo
-        tiles = split_patches(cfg, padded[lo:hi]).to(dev)
-        coords = patch_coords(cfg, torch.arange(n)).to(dev)
-        if prev is not None:
-            qnet.load_exported(prev)
-            qnet.set_reference([t.ints.to(dev) for t in prev])
-        n_patches = len(coords)
-        per_step = max(1, min(n_patches, opts.batch * gh * gw))  # ``batch`` frames' worth of patches
-        steps = -(-n_patches // per_step)
-        opt = _adam(list(qnet.parameters()), opts)
-        sched = _schedule(opt, opts.epochs * steps, opts.warmup)
-        qnet.train()
-        pixels = n * H * W
-        for it in range(opts.epochs):
-            perm = torch.randperm(n_patches, device=dev)
-            for b in range(steps):
-                sel = perm[b * per_step:(b + 1) * per_step]
-                mse = F.mse_loss(qnet(coords[sel]), tiles[sel])
-                bits = qnet.rate_bits()
-                loss = _descend(opt, sched, mse, bits, opts.lam / pixels)
+
+    def ticker(g: int | str, pixels: int):
+        def tick(loss, mse, bits):
+            nonlocal step
             step += 1
             if progress:
                 progress(step, total, {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse.detach())),
                                        "bpp": float(bits.detach()) / pixels, "group": g})
-        qnet.eval()
+        return tick
+
+    qnet = QuantizedNet(NirvanaNet(cfg), opts.bits).to(dev)  # seeded in ``fit``: the same on every rank
+    idx, local = _start_frames(cfg, T)
+    torch.manual_seed(opts.seed * 100003)
+    _train_patches(qnet, patch_coords(cfg, local).to(dev), split_patches(cfg, padded[idx]).to(dev), len(idx),
+                   len(idx) * H * W, opts, ticker("start", len(idx) * H * W))
+    # every rank computed the same start; rank 0's copy makes sure of it to the last bit, and
+    # every segment (one or many) begins from exactly these quantized values
+    qnet.load_exported(broadcast_from_root(qnet.export(), tm))
+    prev: list[QuantizedTensor] | None = None
+    for g in mine:
+        torch.manual_seed(opts.seed * 100003 + g + 1)
+        lo, hi = g * cfg.group, min(T, (g + 1) * cfg.group)
+        n = hi - lo
+        if prev is not None:
+            qnet.load_exported(prev)
+            qnet.set_reference([t.ints.to(dev) for t in prev])
+        pixels = n * H * W
+        mse, _ = _train_patches(qnet, patch_coords(cfg, torch.arange(n)).to(dev),
+                                split_patches(cfg, padded[lo:hi]).to(dev), n, pixels, opts, ticker(g, pixels))
         weights = qnet.export()
         frames = render("nirvana", cfg, decoder_from("nirvana", cfg, weights), count=n, frames=range(n), device=dev)
         done.append({"group": g, "weights": weights, "frames": frames,
