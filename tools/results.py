@@ -71,7 +71,7 @@ def steps(data: Path, work: Path, quick: bool = False) -> list[Step]:
         *[Step(f"video-{m}", "video", f"nervcodec {m} on the clip (encode, decode from the file, metrics)",
                ["bench_nerv.py", str(clip), "--out", str(w / "video" / m), "--baselines", "",
                 "--run", f"{m}:size=3k,epochs=1" if q else f"{m}:size=100k,epochs={e}", "--repeats", "1" if q else "3"])
-          for m, e in (("hnerv", 60), ("nirvana", 40), ("nervpp", 40))],
+          for m, e in (("hnerv", 60), ("nirvana", 40), ("nervpp", 20))],
         Step("split-teacher", "split", "teacher ResNet-18 (width 16, 64 px) on Imagenette train",
              ["train_split.py", "teacher", "--data", str(data / "imagenette"), "--res", "32" if q else "64",
               "--base-width", "8" if q else "16", "--epochs", "1" if q else "15", "-o", str(w / "split" / "teacher.npz"),
@@ -79,7 +79,7 @@ def steps(data: Path, work: Path, quick: bool = False) -> list[Step]:
         Step("split-students", "split", "Entropic Students for 4 rate weights β",
              ["train_split.py", "student", "--data", str(data / "imagenette"), "--teacher",
               str(w / "split" / "teacher.npz"), "--betas", "0.25,1,4,16", "--stage1-epochs", "1" if q else "2",
-              "--stage2-epochs", "1", "--dec-channels", "32,16" if q else "128,64", "-o", str(w / "split" / "students"),
+              "--stage2-epochs", "1", "--dec-channels", "16,8" if q else "128,64", "-o", str(w / "split" / "students"),
               "--cache-dir", str(w / "split" / "cache"), "--force"] + (["--batch", "16", "--enc-channels", "8,8", "--bottleneck", "4"] if q else [])),
         Step("split-bench", "split", "top-1 vs bytes: students vs JPEG / WebP into the same teacher; edge latency",
              ["bench_split.py", "--data", str(data / "imagenette"), "--teacher", str(w / "split" / "teacher.npz"),

@@ -48,7 +48,14 @@ def _f(v, fmt: str) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    def cells(r):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |"
+
+    return [cells(header), "|" + "---|" * len(header)] + [cells(r) for r in rows]
+
+
+def _table_rows(rows: list[list[str]]) -> list[str]:
+    return _table([""], rows)[2:]
 
 
 def _plt():
@@ -81,7 +88,9 @@ def images_section(work: Path, docs: Path) -> list[str]:
             ax.set_visible(False)
             continue
         _copy(ds, work / "images" / name, docs / "images" / name)
-        lines += [f"### {name.upper() if name == 'mnist' else 'Kodak'}", "", ds[0]["description"], ""]
+        ds.sort(key=lambda d: (not d["name"].startswith("pcz"), d["name"]))
+        lines += [f"### {name.upper() if name == 'mnist' else 'Kodak'}", ""]
+        lines += [f"- {desc}" for desc in dict.fromkeys(d["description"] for d in ds)] + [""]
         cols = [c for c in IMAGE_COLS if any(c[0] in d["results"] for d in ds)]
         rows = []
         for d in ds:
@@ -259,10 +268,10 @@ def write(work: Path, docs: Path, page: Path) -> str:
 
     for s in R.steps(Path("DATA"), Path("WORK")):
         if s.name in steps:
-            head.append(f"| `{s.name}` | {s.what} | {steps[s.name]['seconds']:.0f} | {steps[s.name]['finished']} |")
+            head += _table_rows([[f"`{s.name}`", s.what, f"{steps[s.name]['seconds']:.0f}", steps[s.name]["finished"]]])
         else:
-            head.append(f"| `{s.name}` | {s.what} | not run | |")
-    head += ["", f"Full regeneration on this machine: {total / 60:.0f} minutes (sum of the steps above).", ""]
+            head += _table_rows([[f"`{s.name}`", s.what, "not run", ""]])
+    head += ["", f"Full regeneration on this machine: {total / 60:.1f} minutes (sum of the steps above).", ""]
     text = "\n".join(head + body)
     tmp = Path(str(page) + ".part")
     tmp.write_text(text)
