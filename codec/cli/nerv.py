@@ -123,7 +123,10 @@ def cmd_encode(args) -> None:
     video = read_video(args.input, start=args.start, count=args.frames, size=args.scale,
                        fps=Fraction(args.fps) if args.fps else None)
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    device = dd.init_from_env(_device(args.device))
+    try:
+        device = dd.init_from_env(_device(args.device))
+    except (RuntimeError, ValueError) as err:  # torchrun's rendezvous, CUDA devices
+        raise BitstreamError(f"could not join the distributed job: {err}") from None
     try:
         tm = dd.team()
         quiet = args.quiet or not tm.root
