@@ -258,8 +258,8 @@ def write(work: Path, docs: Path, page: Path) -> str:
             "beside it (`data/README.md`):", "", "```", COMMAND, "```", "",
             "It runs the benchmarks below one by one (each step's log in `bench_data/results/logs/`), skips what "
             "an earlier run finished, and rewrites this page, its plots and the CompressAI-style JSON in "
-            "`docs/results/` (plot any of them with CompressAI: `python -m compressai.utils.plot --results "
-            "docs/results/video/*.json`).", ""]
+            "`docs/results/` (CompressAI's plotting reads them: `python -m compressai.utils.plot --results "
+            "docs/results/video/*.json -m psnr`, or `-m ms-ssim`; split: `-m top1`; images: `-m bits_per_subpixel`).", ""]
     if quick:
         head += ["**These are smoke-sized (`--quick`) results, not measurements.**", ""]
     head += [f"Machine: {'; '.join(machines) or 'n/a'}.", "",
