@@ -3,6 +3,7 @@
 NIRVANA goes through the real user path (``torchrun … -m codec.cli.nerv encode``); HNeRV's
 data-parallel training and a failing rank are driven with ``torch.multiprocessing.spawn``.
 """
+import json
 import os
 import subprocess
 import sys
@@ -104,3 +105,16 @@ def test_torchrun_nirvana_writes_one_file_like_one_process(tmp_path):
     p2, p1 = psnr(two, clip()), psnr(one.frames, clip())
     print(p1, p2)
     assert p2 > p1 - 1.0, (p1, p2)
+
+
+def test_distributed_benchmark_tool_runs(tmp_path):
+    """``tools/bench_distributed.py`` (1 rank vs 2 under torchrun) on a tiny clip."""
+    src = tmp_path / "frames"
+    write_video(src, clip(T=4), 25)
+    cmd = [sys.executable, str(ROOT / "tools" / "bench_distributed.py"), str(src), "--model", "nirvana",
+           "--size", "3k", "--epochs", "1", "--ranks", "2", "--out", str(tmp_path / "out")]
+    r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "out" / "distributed.json").read_text())
+    assert set(res["runs"]) == {"1", "2"} and res["speedup"] > 0 and "speed-up" in r.stdout
