@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_common import pyplot  # noqa: E402
 from codec import nerv  # noqa: E402
 from codec.cli.nerv import parse_size  # noqa: E402
 from codec.metrics import ms_ssim, psnr  # noqa: E402
@@ -122,12 +123,8 @@ def summarize(out: Path, rows: list[tuple[str, dict]], header: str) -> str:
 
 
 def plot(out: Path, groups: dict[str, list[dict]]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, pts in groups.items():

@@ -41,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_common import pyplot  # noqa: E402
 from codec.split import EdgeEncoder, load_edge, load_server  # noqa: E402
 from split_data import (DEFAULT_CACHE, check_edge_consistency, default_data_dir, list_split, load_split,  # noqa: E402
                         read_rgb, require_data)
@@ -285,12 +286,8 @@ def summarize(out: Path, groups: dict[str, list[dict]], header: str, check: str)
 
 
 def plot(out: Path, groups: dict[str, list[dict]], teacher_top1: float | None) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, pts in groups.items():

@@ -11,6 +11,8 @@ import math
 import shutil
 from pathlib import Path
 
+from bench_common import pyplot
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python tools/results.py run"
 
@@ -59,11 +61,9 @@ def _table_rows(rows: list[list[str]]) -> list[str]:
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    if plt is None:
+        raise ImportError("the results page needs matplotlib: pip install -e '.[bench]'")
     return plt
 
 

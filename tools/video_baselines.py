@@ -20,7 +20,6 @@ import io
 import json
 import math
 import os
-import platform
 import sys
 import time
 from fractions import Fraction
@@ -148,15 +147,9 @@ def available(codec: str) -> bool:
 
 
 def _machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {THREADS} threads"
+    from bench_common import cpu_name
+
+    return f"{cpu_name()}, {os.cpu_count()} cores, {THREADS} threads"
 
 
 def _crf_lists(specs: list[str] | None, codecs: list[str]) -> dict[str, list[int]]:
