@@ -45,6 +45,51 @@ def test_segments_and_shares_cover_everything_once():
         share(torch.arange(1), Team(0, 2))
 
 
+def _loads(runs, burn):
+    return [len(run) + (burn if r and len(run) else 0) for r, run in enumerate(runs)]
+
+
+def test_segments_with_a_burn_in_cover_the_clip_and_balance_the_work():
+    """Ranks after the first also train ``burn`` groups they do not keep: the cut gives the smallest
+    possible largest load (checked against every contiguous cut)."""
+    import itertools
+    for G in (1, 2, 4, 7, 15):
+        for n in (2, 3):
+            for burn in (1, 2, 3):
+                runs = [segment(G, Team(r, n), burn) for r in range(n)]
+                assert [g for run in runs for g in run] == list(range(G))
+                best = min(max(_loads([range(a, b) for a, b in zip((0, *cuts), (*cuts, G))], burn))
+                           for cuts in itertools.combinations_with_replacement(range(G + 1), n - 1))
+                assert max(_loads(runs, burn)) == best, (G, n, burn, runs)
+    assert [list(segment(15, Team(r, 2), 2)) for r in range(2)] == [list(range(9)), list(range(9, 15))]
+    # two burn-in groups at half the epochs are one group's work
+    assert [list(segment(15, Team(r, 2), 1.0)) for r in range(2)] == [list(range(8)), list(range(8, 15))]
+
+
+def test_a_later_rank_burns_in_and_keeps_only_its_segment(monkeypatch):
+    """Rank 1 of 2, in one process: it trains the groups before its segment first (progress shows
+    them), hands rank 0 only its own groups, and its first kept group has no reference."""
+    fit_mod = sys.modules["models.inr.fit"]
+    sent, seen, refs = {}, [], []
+    real_set_reference = fit_mod.QuantizedNet.set_reference
+    monkeypatch.setattr(fit_mod.QuantizedNet, "set_reference",
+                        lambda self, r: refs.append(r is not None) or real_set_reference(self, r))
+    monkeypatch.setattr(fit_mod, "team", lambda: Team(1, 2))
+    monkeypatch.setattr(fit_mod, "broadcast_from_root", lambda obj, t: obj)
+    monkeypatch.setattr(fit_mod, "gather_to_root", lambda obj, t: sent.setdefault("done", obj) and None)
+    frames = clip()
+    cfg = nerv.make_config("nirvana", 20, 28, 8, size=4000, group=2)
+    res = fit_mod.fit(frames, "nirvana", cfg, FitOptions(epochs=2, burn_in=2),
+                      progress=lambda step, total, info: seen.append((step, total, info["group"])))
+    assert res is None
+    # 4 groups; rank 1 of 2 with a burn-in of 2 groups at 1 epoch each (half of 2) keeps group 3
+    assert [d["group"] for d in sent["done"]] == [3]
+    assert [g for _, _, g in seen] == ["start", "start", 1, 2, 3, 3] and seen[-1][:2] == (6, 6)
+    # the rate of group 2 is its residual against group 1; group 3's is of its own integers (the
+    # file has no burn-in network to refer to)
+    assert refs == [False, True, False]
+
+
 def _worker(rank, size, init, kind, src, out, opts, fail_rank):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=size)

@@ -71,6 +71,17 @@ def parse_wxh(text: str) -> tuple[int, int]:
     return w, h
 
 
+def count(text: str, least: int = 0) -> int:
+    """A whole number >= ``least`` (argparse type)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < least:
+        raise argparse.ArgumentTypeError(f"{v} is below {least}")
+    return v
+
+
 def _device(spec: str) -> str:
     import torch
 
@@ -131,7 +142,7 @@ def cmd_encode(args) -> None:
         tm = dd.team()
         quiet = args.quiet or not tm.root
         opts = FitOptions(epochs=args.epochs, lr=args.lr, lam=args.lam, batch=args.batch, seed=args.seed,
-                          device=device)
+                          device=device, burn_in=args.burn_in, burn_epochs=args.burn_epochs)
         where = f"{tm.size} ranks ({'nccl' if device.startswith('cuda') else 'gloo'}), " if tm.size > 1 else ""
         if not quiet:
             _log(args, f"{args.input}: {video.count} frames {video.width}x{video.height} @ {video.fps} fps; "
@@ -233,11 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--size", type=parse_size, help="network parameters, e.g. 100k (NIRVANA: all groups)")
     g.add_argument("--bpp", type=float, help="size the network for about this many bits per pixel (default 0.05)")
-    p.add_argument("--epochs", type=int, default=100, help="training passes over the video (NIRVANA: per group) (%(default)s)")
+    p.add_argument("--epochs", type=lambda t: count(t, 1), default=100,
+                   help="training passes over the video (NIRVANA: per group) (%(default)s)")
     p.add_argument("--lam", type=float, default=0.02, help="rate weight λ in MSE + λ·bpp (%(default)s)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (%(default)s)")
     p.add_argument("--batch", type=int, help="frames per step (default 4; NIRVANA: patches of 1 frame)")
     p.add_argument("--group", type=int, default=16, help="frames per group (NIRVANA) (%(default)s)")
+    p.add_argument("--burn-in", type=count, default=2, metavar="N",
+                   help="NIRVANA under torchrun: groups each rank after the first trains before its own "
+                        "segment and does not keep, so its segment starts warm (%(default)s)")
+    p.add_argument("--burn-epochs", type=lambda t: count(t, 1), metavar="E",
+                   help="epochs of each burn-in group (default: half of --epochs)")
     p.add_argument("--fps", help="frame rate of a PNG folder (e.g. 30000/1001); default 25")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")

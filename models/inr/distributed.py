@@ -5,7 +5,8 @@ a team of one and nothing here does any communication. Two ways of sharing the w
 
 - **NIRVANA** — the clip is a sequence of groups of frames; :func:`segment` cuts the groups into
   ``size`` contiguous runs, each rank trains its run in order (warm-starting each group from the
-  previous group of its run, the first from the common seeded start), and rank 0 gathers every
+  previous one; a run that begins inside the clip after a burn-in over the groups before it,
+  which the rank does not keep), and rank 0 gathers every
   group's integers and rendered frames (:func:`gather_to_root`). The file rank 0 writes has the
   same format as a one-process encode; the decoder cannot tell.
 - **HNeRV / NeRV++** — one network for the whole clip, trained data-parallel with
@@ -19,6 +20,7 @@ final gather, atomically, so a failed job leaves nothing behind.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 from dataclasses import dataclass
 
@@ -75,9 +77,22 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
-def segment(groups: int, t: Team) -> range:
-    """The contiguous run of group indices rank ``t.rank`` trains (runs differ in length by ≤ 1)."""
-    return range(groups * t.rank // t.size, groups * (t.rank + 1) // t.size)
+def segment(groups: int, t: Team, burn_in: float = 0) -> range:
+    """The contiguous run of group indices rank ``t.rank`` keeps.
+
+    Every rank but the first also trains a burn-in before its run (groups it does not keep) worth
+    ``burn_in`` groups of work, so the runs are sized to even out the work: the smallest load ``W``
+    such that rank 0 keeps ``W`` groups and each later rank ``⌊W - burn_in⌋`` covers the clip (the
+    last run takes what is left). Without a burn-in the runs differ in length by at most one."""
+    if burn_in <= 0 or t.size == 1:
+        return range(groups * t.rank // t.size, groups * (t.rank + 1) // t.size)
+
+    def later(w: int) -> int:
+        return max(math.floor(w - burn_in), 0)
+
+    load = next(w for w in range(groups + 1) if w + (t.size - 1) * later(w) >= groups)
+    cuts = [0] + [min(groups, load + r * later(load)) for r in range(t.size)]
+    return range(cuts[t.rank], cuts[t.rank + 1])
 
 
 def share(batch: torch.Tensor, t: Team) -> torch.Tensor:
