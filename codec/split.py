@@ -36,6 +36,8 @@ import io
 import json
 import os
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -332,14 +334,34 @@ def save_models(student: EntropicStudent, class_names, edge_path, server_path, *
     return edge, server
 
 
-def load_edge(path) -> EdgeModel:
-    """An edge model file (raises :class:`SplitModelError` for anything but a valid one)."""
-    return EdgeModel.load(path)
+#: The name that picks the models shipped in the package (``tools/train_split_defaults.py``).
+DEFAULT = "default"
 
 
-def load_server(path) -> ServerModel:
-    """A server model file (raises :class:`SplitModelError` for anything but a valid one)."""
-    return ServerModel.load(path)
+def shipped_dir() -> Path:
+    return Path(str(resources.files("codec") / "split_models"))
+
+
+def model_path(spec, file: str):
+    """``spec`` as a path: the shipped ``file`` (``edge.npz`` / ``server.npz``) for ``"default"``."""
+    if isinstance(spec, str) and spec == DEFAULT:
+        path = shipped_dir() / file
+        if not path.exists():
+            raise SplitModelError(f"the shipped {file} is not installed (expected {path})")
+        return path
+    return spec
+
+
+def load_edge(path=DEFAULT) -> EdgeModel:
+    """An edge model file, or the shipped one for ``"default"`` (raises :class:`SplitModelError`
+    for anything but a valid one)."""
+    return EdgeModel.load(model_path(path, "edge.npz"))
+
+
+def load_server(path=DEFAULT) -> ServerModel:
+    """A server model file, or the shipped one for ``"default"`` (raises :class:`SplitModelError`
+    for anything but a valid one)."""
+    return ServerModel.load(model_path(path, "server.npz"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,7 +416,7 @@ def encode_latent(q: np.ndarray, edge: EdgeModel) -> bytes:
 class EdgeEncoder:
     """Image -> splitcodec bytes, with only the edge model (no server weights involved)."""
 
-    def __init__(self, edge: EdgeModel | str | os.PathLike):
+    def __init__(self, edge: EdgeModel | str | os.PathLike = DEFAULT):
         self.model = edge if isinstance(edge, EdgeModel) else load_edge(edge)
 
     @property
@@ -473,7 +495,7 @@ class ServerDecoder:
     else :class:`~bitstream.ModelMismatchError`. Safe to call from several threads at once.
     """
 
-    def __init__(self, server: ServerModel | str | os.PathLike, edge=None, *, topk: int = 5,
+    def __init__(self, server: ServerModel | str | os.PathLike = DEFAULT, edge=None, *, topk: int = 5,
                  max_positions: int = MAX_LATENT_POSITIONS):
         self.model = server if isinstance(server, ServerModel) else load_server(server)
         self.topk = max(1, min(int(topk), len(self.model.class_names)))

@@ -38,6 +38,7 @@ def test_quickstart_demo(tmp_path):
     r = run(str(ROOT / "tools" / "quickstart.py"), "-o", str(tmp_path), "--skip-pcz", "--skip-nerv")
     assert r.returncode == 0, r.stderr
     assert "PNG" in r.stdout and (tmp_path / "camera.ncf").exists()
+    assert "splitcodec" in r.stdout and (tmp_path / "chelsea.split").exists()  # the shipped split models
     r = run(str(ROOT / "tools" / "quickstart.py"), "-o", str(tmp_path), "--skip-pcz", "--skip-nerv")  # refuses to overwrite
     assert r.returncode == 2 and "--force" in r.stderr and "Traceback" not in r.stderr
 

@@ -502,3 +502,30 @@ def test_help_teaches():
     assert r.returncode == 0 and "examples:" in r.stdout and "splitcodec encode" in r.stdout
     r = splitcodec("serve", "--help")
     assert "--port" in r.stdout and "--max-bytes" in r.stdout
+
+
+def test_shipped_default_models_work_out_of_the_box(tmp_path):
+    """The models in codec/split_models (tools/train_split_defaults.py): they load by the name
+    "default", pair, stay small, and `splitcodec encode` / `decode` use them without -m."""
+    from PIL import Image
+    from skimage import data as skdata
+
+    edge, server = split.load_edge(), split.load_server()
+    assert server.edge_hash == edge.hash
+    info = json.loads((split.shipped_dir() / "default.json").read_text())
+    assert info["edge_hash"] == edge.hash.hex() and len(server.class_names) == 10
+    sizes = [(split.shipped_dir() / f).stat().st_size for f in ("edge.npz", "server.npz")]
+    assert sum(sizes) < 8 << 20 and sizes[0] < 1 << 20  # the edge side is the small one
+    photo = skdata.chelsea()  # a cat; the model knows only Imagenette's 10 classes
+    enc, dec = split.EdgeEncoder(edge), split.ServerDecoder(server, edge, topk=3)
+    bits = enc.encode(photo)
+    res = dec.decode(bits)
+    assert len(bits) < 4096 and res["top1"] in server.class_names and len(res["topk"]) == 3
+    png = tmp_path / "cat.png"
+    Image.fromarray(photo).save(png)
+    r = splitcodec("encode", png, "-q")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "cat.split").read_bytes() == bits
+    r = splitcodec("decode", tmp_path / "cat.split", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["top1"] == res["top1"]

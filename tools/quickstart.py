@@ -8,10 +8,13 @@ Runs on a fresh install with no data set:
 2. **nervcodec** pans a 128x96 window across scikit-image's ``astronaut`` (48 frames), fits an
    HNeRV network to the clip (about a minute on 2 CPU cores), writes the ``.nerv`` file, decodes
    it and prints its size and PSNR beside x264 at a similar size;
-3. the foundation alone: each pixel's difference to its left neighbour coded under a factorized
+3. **splitcodec** encodes three bundled photographs on the "edge" with the shipped student
+   encoder (a few hundred bytes each, written as ``.split`` files) and classifies them on the
+   "server" from those bytes alone (the shipped model knows Imagenette's 10 classes);
+4. the foundation alone: each pixel's difference to its left neighbour coded under a factorized
    table (the table travels in the file) -- one container written, inspected and decoded.
 
-    python tools/quickstart.py [-o out/] [--force] [--skip-pcz] [--skip-nerv]
+    python tools/quickstart.py [-o out/] [--force] [--skip-pcz] [--skip-nerv] [--skip-split]
 """
 from __future__ import annotations
 
@@ -143,12 +146,38 @@ def demo_nerv(outdir: Path, force: bool) -> None:
     print()
 
 
+def demo_split(outdir: Path, force: bool) -> None:
+    """Edge: photo -> bytes with the shipped student encoder; server: bytes -> classes."""
+    import time
+
+    from skimage import data as skdata
+
+    from codec import split
+
+    enc, dec = split.EdgeEncoder(), split.ServerDecoder(topk=3)
+    print(f"splitcodec: shipped models (edge {enc.model_hash.hex()[:16]}); they know only these classes: "
+          f"{', '.join(dec.model.class_names)} -- for other photos the answer is the nearest of them")
+    for name in ("chelsea", "coffee", "rocket"):
+        img = getattr(skdata, name)()
+        t = time.perf_counter()
+        bits = enc.encode(img)
+        te = time.perf_counter() - t
+        out = outdir / f"{name}.split"
+        bs.atomic_write(out, bits, force=force)
+        res = dec.decode(out.read_bytes(), str(out))
+        top = ", ".join(f"{label} {p:.2f}" for label, p in res["topk"])
+        print(f"  {name:<8} {img.shape[1]}x{img.shape[0]} -> {out.name} {len(bits):>5} bytes "
+              f"(edge {1000 * te:.0f} ms)  server: {top}")
+    print()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-o", "--output", default="out", help="folder for the files written (default: %(default)s)")
     ap.add_argument("-f", "--force", action="store_true", help="overwrite outputs that exist")
     ap.add_argument("--skip-pcz", action="store_true", help="skip the pcz demo")
     ap.add_argument("--skip-nerv", action="store_true", help="skip the nervcodec demo")
+    ap.add_argument("--skip-split", action="store_true", help="skip the splitcodec demo")
     args = ap.parse_args(argv)
     from skimage import data as skdata
 
@@ -161,13 +190,15 @@ def main(argv=None) -> int:
             demo_pcz(outdir, args.force)
         if not args.skip_nerv:
             demo_nerv(outdir, args.force)
+        if not args.skip_split:
+            demo_split(outdir, args.force)
         print("the foundation: container + entropy layer (left-difference + one factorized table)")
         bs.atomic_write(out, encode(img), force=args.force)
         _print_text(describe(str(out)))
         back = decode(out.read_bytes(), str(out))
         assert np.array_equal(back, img), "round trip is not bit-exact"
     n = img.size
-    print(f"\ncamera.png 512x512 gray, bits per pixel (lossless, bit-exact round trip checked):")
+    print("\ncamera.png 512x512 gray, bits per pixel (lossless, bit-exact round trip checked):")
     for name, size in (("container (left-difference + factorized table)", out.stat().st_size),
                        ("PNG (Pillow, optimize)", _png_size(img)),
                        ("zlib level 9 of raw pixels", len(zlib.compress(img.tobytes(), 9)))):

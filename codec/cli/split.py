@@ -20,6 +20,8 @@ PROG = "splitcodec"
 MAX_INPUT_BYTES = 64 << 20
 
 EPILOG = """examples:
+  splitcodec encode photo.jpg                                # with the shipped default models
+  splitcodec decode photo.split
   splitcodec encode photo.jpg -m edge.npz -o photo.split     # edge side: image -> a few hundred bytes
   splitcodec decode photo.split -m server.npz                # server side: top-5 classes
   splitcodec decode photo.split -m server.npz --json --edge edge.npz
@@ -30,6 +32,8 @@ EPILOG = """examples:
 The edge model (encoder + learned prior table) and the server model (decoder + the teacher's
 layers after layer1 + class names) are the two .npz files codec.split.save_models writes; every
 bitstream names its edge model by content hash, and a server refuses another model's files.
+Without -m / --edge / --server the models shipped with the package are used ("default": a small
+student of a ResNet-18 trained on 64x64 Imagenette, 10 classes; tools/train_split_defaults.py).
 Errors print one line and exit with status 2; an error or Ctrl-C leaves no partial output."""
 
 
@@ -43,8 +47,9 @@ def cmd_encode(args) -> None:
     from ..images import read_image
 
     out = Path(args.output) if args.output else Path(args.input).with_suffix(".split")
-    bs.check_output(out, force=args.force, inputs=[args.input, args.model])
-    encoder = split.EdgeEncoder(split.load_edge(args.model))
+    model = split.model_path(args.model, "edge.npz")
+    bs.check_output(out, force=args.force, inputs=[args.input, model])
+    encoder = split.EdgeEncoder(split.load_edge(model))
     img = read_image(args.input)
     try:
         q = encoder.latent(img, name=args.input)
@@ -53,7 +58,7 @@ def cmd_encode(args) -> None:
             raise
         raise BitstreamError(str(err), args.input) from None
     data = split.encode_latent(q, encoder.model)
-    bs.atomic_write(out, data, force=args.force, inputs=[args.input, args.model])
+    bs.atomic_write(out, data, force=args.force, inputs=[args.input, model])
     C, h, w = q.shape
     _log(args, f"{out}: {len(data)} bytes (latent {C}x{h}x{w}, edge model {encoder.model_hash.hex()})")
 
@@ -147,14 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Encode an image (PNG, JPEG, anything Pillow reads; resized and centre-"
                        "cropped to the model's input size) with the edge model.")
     p.add_argument("input", metavar="IMG")
-    p.add_argument("-m", "--model", required=True, metavar="EDGE.npz", help="edge model file")
+    p.add_argument("-m", "--model", default="default", metavar="EDGE.npz",
+                   help="edge model file (default: the shipped one)")
     p.add_argument("-o", "--output", metavar="OUT.split", help="output (default: IMG with .split)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output (never an input)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_encode)
 
     def server_args(p):
-        p.add_argument("-m", "--model", required=True, metavar="SERVER.npz", help="server model file")
+        p.add_argument("-m", "--model", default="default", metavar="SERVER.npz",
+                       help="server model file (default: the shipped one)")
         p.add_argument("--edge", metavar="EDGE.npz", help="check that the server pairs with this edge model")
         p.add_argument("-k", "--topk", type=int, default=5, help="classes to report (%(default)s)")
 
@@ -177,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="top-1 accuracy and bytes per image over a folder",
                        description="Encode and classify every image of FOLDER/<class name>/*; prints JSON.")
     p.add_argument("folder", metavar="FOLDER")
-    p.add_argument("--edge", required=True, metavar="EDGE.npz")
-    p.add_argument("--server", required=True, metavar="SERVER.npz")
+    p.add_argument("--edge", default="default", metavar="EDGE.npz", help="(default: the shipped one)")
+    p.add_argument("--server", default="default", metavar="SERVER.npz", help="(default: the shipped one)")
     p.add_argument("--limit", type=int, help="at most this many images per class")
     p.set_defaults(func=cmd_eval)
     return ap
