@@ -69,3 +69,20 @@ def test_ci_runs_the_readme_test_command():
     text = (ROOT / "README.md").read_text()
     line = text.split("<!-- test-command -->", 1)[1].split("```bash\n", 1)[1].split("\n", 1)[0]
     assert "pytest" in line and "pip install" in line
+
+
+def test_nonsensical_counts_are_usage_errors(tmp_path):
+    """Zero epochs, K = 0, a negative port ...: one usage line and exit 2 from argparse, before any
+    work starts (they used to surface as tracebacks from deep inside)."""
+    for prog, args, frag in (("codec.cli.pcz", ["train", "x.png", "-o", "m.npz", "-K", "0"], "-K: 0 is below 1"),
+                             ("codec.cli.pcz", ["compress", "x.png", "-j", "0"], "-j/--jobs: 0 is below 1"),
+                             ("codec.cli.nerv", ["encode", "x.mp4", "--epochs", "0"], "--epochs: 0 is below 1"),
+                             ("codec.cli.nerv", ["decode", "x.nerv", "--crf", "60"], "60 is outside 0..51"),
+                             ("codec.cli.split", ["serve", "--port", "-5"], "-5 is outside 0..65535"),
+                             ("codec.cli.split", ["encode", "x.png"], None)):
+        r = run("-m", prog, *args, cwd=tmp_path)
+        if frag is None:  # control: a well-formed command fails on the missing file instead
+            assert r.returncode == 2 and "x.png" in r.stderr
+            continue
+        assert r.returncode == 2 and frag in r.stderr and "Traceback" not in r.stderr, (prog, args, r.stderr)
+    assert list(tmp_path.iterdir()) == []

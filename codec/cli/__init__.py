@@ -1,10 +1,28 @@
-"""Command-line shells over :mod:`codec`: ``pcz``, ``nervcodec``."""
+"""Command-line shells over :mod:`codec`: ``pcz``, ``nervcodec``, ``splitcodec``."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 import bitstream as bs
+
+
+def whole(least: int = 0, most: int | None = None):
+    """An argparse type: a whole number in ``least`` .. ``most``, so a nonsensical count (0 epochs,
+    a negative port) is a usage error, not a traceback deep inside."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if most is None and v < least:
+            raise argparse.ArgumentTypeError(f"{v} is below {least}")
+        if most is not None and not least <= v <= most:
+            raise argparse.ArgumentTypeError(f"{v} is outside {least}..{most}")
+        return v
+
+    parse.__name__ = "whole number"
+    return parse
 
 
 def run(prog: str, parser: argparse.ArgumentParser, argv: list[str] | None) -> int:

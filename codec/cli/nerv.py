@@ -16,7 +16,7 @@ from pathlib import Path
 import bitstream as bs
 from bitstream import BitstreamError
 
-from . import run
+from . import run, whole
 from .. import nerv
 from ..metrics import ms_ssim, psnr
 from ..video_io import check_video_output, read_video, write_video
@@ -69,17 +69,6 @@ def parse_wxh(text: str) -> tuple[int, int]:
     if w <= 0 or h <= 0:
         raise argparse.ArgumentTypeError("sizes must be positive")
     return w, h
-
-
-def count(text: str, least: int = 0) -> int:
-    """A whole number >= ``least`` (argparse type)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < least:
-        raise argparse.ArgumentTypeError(f"{v} is below {least}")
-    return v
 
 
 def _device(spec: str) -> str:
@@ -231,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
 
     def selection(p):
-        p.add_argument("--start", type=int, default=0, help="first frame to use (%(default)s)")
-        p.add_argument("--frames", type=int, help="number of frames to use (default: all)")
+        p.add_argument("--start", type=whole(0), default=0, help="first frame to use (%(default)s)")
+        p.add_argument("--frames", type=whole(1), help="number of frames to use (default: all)")
         p.add_argument("--scale", type=parse_wxh, metavar="WxH", help="area-downscale frames to WxH first")
 
     p = sub.add_parser("encode", help="video -> .nerv", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -244,20 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--size", type=parse_size, help="network parameters, e.g. 100k (NIRVANA: all groups)")
     g.add_argument("--bpp", type=float, help="size the network for about this many bits per pixel (default 0.05)")
-    p.add_argument("--epochs", type=lambda t: count(t, 1), default=100,
+    p.add_argument("--epochs", type=whole(1), default=100,
                    help="training passes over the video (NIRVANA: per group) (%(default)s)")
     p.add_argument("--lam", type=float, default=0.02, help="rate weight λ in MSE + λ·bpp (%(default)s)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (%(default)s)")
-    p.add_argument("--batch", type=int, help="frames per step (default 4; NIRVANA: patches of 1 frame)")
-    p.add_argument("--group", type=int, default=16, help="frames per group (NIRVANA) (%(default)s)")
-    p.add_argument("--burn-in", type=count, default=2, metavar="N",
+    p.add_argument("--batch", type=whole(1), help="frames per step (default 4; NIRVANA: patches of 1 frame)")
+    p.add_argument("--group", type=whole(1), default=16, help="frames per group (NIRVANA) (%(default)s)")
+    p.add_argument("--burn-in", type=whole(0), default=2, metavar="N",
                    help="NIRVANA under torchrun: groups each rank after the first trains before its own "
                         "segment and does not keep, so its segment starts warm (%(default)s)")
-    p.add_argument("--burn-epochs", type=lambda t: count(t, 1), metavar="E",
+    p.add_argument("--burn-epochs", type=whole(1), metavar="E",
                    help="epochs of each burn-in group (default: half of --epochs)")
     p.add_argument("--fps", help="frame rate of a PNG folder (e.g. 30000/1001); default 25")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=whole(1), help="CPU threads (default: torch's)")
     selection(p)
     common(p)
     p.set_defaults(func=cmd_encode)
@@ -267,9 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(H.264 at --crf, or with --lossless exact ffv1 RGB in .mkv), .y4m, or a folder/ of PNGs.")
     p.add_argument("input", metavar="IN")
     p.add_argument("-o", "--output", help="OUT.mp4, OUT.mkv, OUT.y4m or DIR/")
-    p.add_argument("--frame", type=int, help="decode only this frame (reads only the chunks it needs)")
+    p.add_argument("--frame", type=whole(0), help="decode only this frame (reads only the chunks it needs)")
     p.add_argument("--lossless", action="store_true", help="store the decoded frames losslessly")
-    p.add_argument("--crf", type=int, default=12, help="x264 quality of an mp4/mkv output (%(default)s)")
+    p.add_argument("--crf", type=whole(0, 51), default=12, help="x264 quality of an mp4/mkv output (%(default)s)")
     common(p)
     p.set_defaults(func=cmd_decode)
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 import bitstream as bs
-from bitstream import BitstreamError, ModelMismatchError
+from bitstream import ModelMismatchError
 from models.pc import tree_height
 
-from . import run
+from . import run, whole
 from .. import pcz
-from ..images import encode_png, luma, read_idx, read_image
+from ..images import encode_png, luma, read_image
 from ..pcz_train import is_idx, list_inputs, load_same_size, sample_patches, train
 
 PROG = "pcz"
@@ -294,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output file (default: IN with .pcz)")
     p.add_argument("-m", "--model", help="shipped model name or model file (default: chosen by image size/type)")
     p.add_argument("--archive", action="store_true", help="all inputs (same size) into one archive file")
-    p.add_argument("--block", type=int, default=pcz.ARCHIVE_BLOCK, help="images per stream in an archive (%(default)s)")
-    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes for several inputs")
+    p.add_argument("--block", type=whole(1), default=pcz.ARCHIVE_BLOCK, help="images per stream in an archive (%(default)s)")
+    p.add_argument("-j", "--jobs", type=whole(1), default=os.cpu_count() or 1, help="parallel processes for several inputs")
     common(p)
     p.set_defaults(func=cmd_compress)
 
@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IN")
     p.add_argument("-o", "--output", help="output PNG (an archive: output folder)")
     p.add_argument("-m", "--model", help="model file, if the file was made with a model that is not shipped")
-    p.add_argument("--index", type=int, help="decode only image INDEX of an archive")
+    p.add_argument("--index", type=whole(0), help="decode only image INDEX of an archive")
     common(p)
     p.set_defaults(func=cmd_decompress)
 
@@ -317,17 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "patch model with context that codes images of any size.")
     p.add_argument("inputs", nargs="+", metavar="DATA", help="idx files, image files or folders of images")
     p.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
-    p.add_argument("-K", type=int, default=32, help="latent states per variable (%(default)s)")
-    p.add_argument("--epochs", type=int, default=20, help="mini-batch EM epochs (%(default)s)")
-    p.add_argument("--full-epochs", type=int, default=3, help="full-batch EM epochs after them (%(default)s)")
-    p.add_argument("--batch", type=int, default=512, help="mini-batch size (%(default)s)")
+    p.add_argument("-K", type=whole(1), default=32, help="latent states per variable (%(default)s)")
+    p.add_argument("--epochs", type=whole(0), default=20, help="mini-batch EM epochs (%(default)s)")
+    p.add_argument("--full-epochs", type=whole(0), default=3, help="full-batch EM epochs after them (%(default)s)")
+    p.add_argument("--batch", type=whole(1), default=512, help="mini-batch size (%(default)s)")
     p.add_argument("--pseudocount", type=float, default=0.01, help="Laplace pseudocount (%(default)s)")
-    p.add_argument("--patch", type=int, help="train a patch model of N x N pixels with context")
+    p.add_argument("--patch", type=whole(1), help="train a patch model of N x N pixels with context")
     p.add_argument("--channels", choices=("gray", "rgb"), default="rgb", help="patch model channels (%(default)s)")
-    p.add_argument("--patches-per-image", type=int, default=64)
-    p.add_argument("--max-images", type=int, help="use at most this many images")
+    p.add_argument("--patches-per-image", type=whole(1), default=64)
+    p.add_argument("--max-images", type=whole(1), help="use at most this many images")
     p.add_argument("--name", help="model name stored in the file")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=whole(0), default=0)
     common(p)
     p.set_defaults(func=cmd_train)
 
@@ -337,9 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IN")
     p.add_argument("-m", "--model")
     p.add_argument("--archive", action="store_true", help="code the inputs as one archive")
-    p.add_argument("--block", type=int, default=pcz.ARCHIVE_BLOCK)
-    p.add_argument("--limit", type=int, help="use only the first N images")
-    p.add_argument("--repeats", type=int, default=1, help="timing repeats (median)")
+    p.add_argument("--block", type=whole(1), default=pcz.ARCHIVE_BLOCK)
+    p.add_argument("--limit", type=whole(1), help="use only the first N images")
+    p.add_argument("--repeats", type=whole(1), default=1, help="timing repeats (median)")
     p.add_argument("--json", help="also write the JSON here")
     common(p)
     p.set_defaults(func=cmd_bench)

@@ -12,7 +12,7 @@ from pathlib import Path
 import bitstream as bs
 from bitstream import BitstreamError
 
-from . import run
+from . import run, whole
 
 PROG = "splitcodec"
 
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-m", "--model", default="default", metavar="SERVER.npz",
                        help="server model file (default: the shipped one)")
         p.add_argument("--edge", metavar="EDGE.npz", help="check that the server pairs with this edge model")
-        p.add_argument("-k", "--topk", type=int, default=5, help="classes to report (%(default)s)")
+        p.add_argument("-k", "--topk", type=whole(1), default=5, help="classes to report (%(default)s)")
 
     p = sub.add_parser("decode", help=".split -> class prediction (server side)",
                        description="Decode a .split file and print the top classes (or JSON with --json).")
@@ -176,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve POST /predict (body: a .split bitstream) -> JSON, and GET /health.")
     server_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="port (%(default)s; 0 picks a free one)")
-    p.add_argument("--max-bytes", type=int, default=1 << 20, help="largest accepted body (%(default)s)")
+    p.add_argument("--port", type=whole(0, 65535), default=8000, help="port (%(default)s; 0 picks a free one)")
+    p.add_argument("--max-bytes", type=whole(1), default=1 << 20, help="largest accepted body (%(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no request log")
     p.set_defaults(func=cmd_serve)
 
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", metavar="FOLDER")
     p.add_argument("--edge", default="default", metavar="EDGE.npz", help="(default: the shipped one)")
     p.add_argument("--server", default="default", metavar="SERVER.npz", help="(default: the shipped one)")
-    p.add_argument("--limit", type=int, help="at most this many images per class")
+    p.add_argument("--limit", type=whole(1), help="at most this many images per class")
     p.set_defaults(func=cmd_eval)
     return ap
 
