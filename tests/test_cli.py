@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from conftest import GOLDEN, ROOT
 
@@ -79,6 +78,8 @@ def test_nonsensical_counts_are_usage_errors(tmp_path):
                              ("codec.cli.nerv", ["encode", "x.mp4", "--epochs", "0"], "--epochs: 0 is below 1"),
                              ("codec.cli.nerv", ["decode", "x.nerv", "--crf", "60"], "60 is outside 0..51"),
                              ("codec.cli.split", ["serve", "--port", "-5"], "-5 is outside 0..65535"),
+                             ("codec.cli.nerv", ["encode", "x.mp4", "--bpp", "nan"], "not a finite number > 0"),
+                             ("codec.cli.pcz", ["train", "x.png", "-o", "m.npz", "--pseudocount", "-1"], ">= 0"),
                              ("codec.cli.split", ["encode", "x.png"], None)):
         r = run("-m", prog, *args, cwd=tmp_path)
         if frag is None:  # control: a well-formed command fails on the missing file instead

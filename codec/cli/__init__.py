@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import bitstream as bs
@@ -22,6 +23,21 @@ def whole(least: int = 0, most: int | None = None):
         return v
 
     parse.__name__ = "whole number"
+    return parse
+
+
+def real(least: float = 0.0, *, strict: bool = False):
+    """An argparse type: a finite number ``>= least`` (``> least`` when ``strict``)."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(v) or v < least or (strict and v == least):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number {'>' if strict else '>='} {least:g}")
+        return v
+
+    parse.__name__ = "number"
     return parse
 
 

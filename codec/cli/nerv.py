@@ -16,7 +16,7 @@ from pathlib import Path
 import bitstream as bs
 from bitstream import BitstreamError
 
-from . import run, whole
+from . import real, run, whole
 from .. import nerv
 from ..metrics import ms_ssim, psnr
 from ..video_io import check_video_output, read_video, write_video
@@ -232,11 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", choices=nerv.KINDS, default="hnerv", help="architecture (%(default)s)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--size", type=parse_size, help="network parameters, e.g. 100k (NIRVANA: all groups)")
-    g.add_argument("--bpp", type=float, help="size the network for about this many bits per pixel (default 0.05)")
+    g.add_argument("--bpp", type=real(0, strict=True), help="size the network for about this many bits per pixel (default 0.05)")
     p.add_argument("--epochs", type=whole(1), default=100,
                    help="training passes over the video (NIRVANA: per group) (%(default)s)")
-    p.add_argument("--lam", type=float, default=0.02, help="rate weight λ in MSE + λ·bpp (%(default)s)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (%(default)s)")
+    p.add_argument("--lam", type=real(0), default=0.02, help="rate weight λ in MSE + λ·bpp (%(default)s)")
+    p.add_argument("--lr", type=real(0, strict=True), default=2e-3, help="Adam learning rate (%(default)s)")
     p.add_argument("--batch", type=whole(1), help="frames per step (default 4; NIRVANA: patches of 1 frame)")
     p.add_argument("--group", type=whole(1), default=16, help="frames per group (NIRVANA) (%(default)s)")
     p.add_argument("--burn-in", type=whole(0), default=2, metavar="N",

@@ -19,7 +19,7 @@ import bitstream as bs
 from bitstream import ModelMismatchError
 from models.pc import tree_height
 
-from . import run, whole
+from . import real, run, whole
 from .. import pcz
 from ..images import encode_png, luma, read_image
 from ..pcz_train import is_idx, list_inputs, load_same_size, sample_patches, train
@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=whole(0), default=20, help="mini-batch EM epochs (%(default)s)")
     p.add_argument("--full-epochs", type=whole(0), default=3, help="full-batch EM epochs after them (%(default)s)")
     p.add_argument("--batch", type=whole(1), default=512, help="mini-batch size (%(default)s)")
-    p.add_argument("--pseudocount", type=float, default=0.01, help="Laplace pseudocount (%(default)s)")
+    p.add_argument("--pseudocount", type=real(0), default=0.01, help="Laplace pseudocount (%(default)s)")
     p.add_argument("--patch", type=whole(1), help="train a patch model of N x N pixels with context")
     p.add_argument("--channels", choices=("gray", "rgb"), default="rgb", help="patch model channels (%(default)s)")
     p.add_argument("--patches-per-image", type=whole(1), default=64)
