@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     from codec import nerv
     from codec.metrics import ms_ssim, psnr
     from codec.video_io import read_video
+    from models.inr import FitOptions
 
     ref = read_video(args.clip).frames
     T, H, W, _ = ref.shape
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
               f"{r['psnr']:.2f} dB, MS-SSIM {r['ms_ssim']:.4f}, {r['bpp']:.5f} bpp"
               + ("" if r["identical_files"] else "; the repeats wrote DIFFERENT files"))
     a, b = rows[1], rows[args.ranks]
+    burn_epochs = FitOptions(epochs=args.epochs, burn_epochs=args.burn_epochs).burn_group_epochs()
     summary = {"speedup": a["seconds"] / b["seconds"],
                "pair_speedups": [x / y for x, y in zip(times[1], times[args.ranks])],
                "psnr_lost_db": a["psnr"] - b["psnr"],
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
           f"bpp x{summary['bpp_ratio']:.3f}")
     (args.out / "distributed.json").write_text(json.dumps({"model": args.model, "size": args.size,
                                                            "epochs": args.epochs, "burn_in": args.burn_in,
-                                                           "burn_epochs": args.burn_epochs or args.epochs // 2,
+                                                           "burn_epochs": burn_epochs,
                                                            "runs": rows, **summary},
                                                           indent=1) + "\n")
     return 0

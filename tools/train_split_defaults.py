@@ -26,7 +26,8 @@ from codec import split  # noqa: E402
 from tools import train_split  # noqa: E402
 
 TEACHER = ["--res", "64", "--base-width", "16", "--epochs", "15", "--seed", "0"]
-STUDENT = ["--betas", "4", "--stage1-epochs", "4", "--stage2-epochs", "2", "--dec-channels", "128,64",
+BETA = 4.0  # the one student's rate weight (bits per input pixel)
+STUDENT = ["--betas", f"{BETA:g}", "--stage1-epochs", "4", "--stage2-epochs", "2", "--dec-channels", "128,64",
            "--seed", "0"]
 
 
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
     for step in steps:
         print("python tools/train_split.py " + " ".join(step), flush=True)
         train_split.main(step)
-    edge, server, meta = train_split.student_paths(args.work, 4.0)
+    edge, server, meta = train_split.student_paths(args.work, BETA)
     args.dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(edge, args.dest / "edge.npz")
     shutil.copyfile(server, args.dest / "server.npz")

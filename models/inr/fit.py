@@ -43,6 +43,10 @@ class FitOptions:
     burn_in: int = 2  # NIRVANA on several ranks: groups a rank trains before its segment, not kept
     burn_epochs: int | None = None  # epochs of each burn-in group (None: half of ``epochs``)
 
+    def burn_group_epochs(self) -> int:
+        """Epochs a burn-in group trains: ``burn_epochs``, by default half of ``epochs``."""
+        return max(1, self.epochs // 2) if self.burn_epochs is None else self.burn_epochs
+
 
 @dataclass
 class Fitted:
@@ -329,7 +333,7 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
     Hp, Wp = cfg.padded
     padded = pad_frames(target, Hp, Wp)
     G = group_count(cfg, T)
-    burn_epochs = max(1, opts.epochs // 2) if opts.burn_epochs is None else opts.burn_epochs
+    burn_epochs = opts.burn_group_epochs()
     mine = segment(G, tm, opts.burn_in * burn_epochs / opts.epochs)
     # a rank whose segment starts inside the clip first trains the groups before it (the burn-in,
     # not kept), so its first kept group starts from a network warmed along the chain
