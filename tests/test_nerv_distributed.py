@@ -76,6 +76,7 @@ def test_a_later_rank_burns_in_and_keeps_only_its_segment(monkeypatch):
                         lambda self, r: refs.append(r is not None) or real_set_reference(self, r))
     monkeypatch.setattr(fit_mod, "team", lambda: Team(1, 2))
     monkeypatch.setattr(fit_mod, "broadcast_from_root", lambda obj, t: obj)
+    monkeypatch.setattr(fit_mod, "barrier", lambda t: None)
     monkeypatch.setattr(fit_mod, "gather_to_root", lambda obj, t: sent.setdefault("done", obj) and None)
     frames = clip()
     cfg = nerv.make_config("nirvana", 20, 28, 8, size=4000, group=2)

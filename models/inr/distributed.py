@@ -71,6 +71,12 @@ def init_from_env(device: str, timeout_s: float = 1800) -> str:
     return device
 
 
+def barrier(t: Team) -> None:
+    """Wait until every rank of the team gets here (nothing to do for a team of one)."""
+    if t.size > 1:
+        dist.barrier()
+
+
 def finish() -> None:
     """Leave the process group (if this process joined one)."""
     if dist.is_available() and dist.is_initialized():

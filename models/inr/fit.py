@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributed import all_sum, broadcast_from_root, gather_to_root, segment, share, team
+from .distributed import all_sum, barrier, broadcast_from_root, gather_to_root, segment, share, team
 from .hnerv import HNeRVDecoder, HNeRVEncoder
 from .layout import crop_frames, pad_frames, psnr_from_mse, to_uint8
 from .nervpp import NeRVpp
@@ -180,6 +180,9 @@ def fit(frames, kind: str, cfg, opts: FitOptions = FitOptions(), progress: Progr
         res = _fit_global(target, kind, cfg, opts, progress)
     if res is not None:
         res.seconds = time.perf_counter() - t0
+    # every rank leaves training together: a rank that tore down its process group while another
+    # was still rendering sometimes aborted (SIGABRT) on the way out
+    barrier(team())
     return res
 
 
