@@ -27,6 +27,7 @@ import numba
 import numpy as np
 
 from .errors import AbsurdSizeError, MalformedError, TruncatedError
+from .kernels import parallel_and_serial
 from .varint import decode_svarint, decode_uvarint, encode_svarint, encode_uvarint
 
 _model = constriction.stream.model
@@ -95,8 +96,7 @@ def _quantize_rows_body(p, total_count, out_scale):  # pragma: no cover - compil
 
 
 # Threads pay off only for many rows; rows are independent, so both versions agree bit for bit.
-_quantize_rows_par = numba.njit(cache=True, nogil=True, parallel=True)(_quantize_rows_body)
-_quantize_rows_ser = numba.njit(cache=True, nogil=True)(_quantize_rows_body)
+_quantize_rows_par, _quantize_rows_ser = parallel_and_serial(_quantize_rows_body)
 
 
 def _quantized(probs, precision: int, out_scale: float):

@@ -184,3 +184,17 @@ def test_coder_model_matches_format_md():
     data = bs.encode_categorical(np.zeros(1000, int), p)
     assert data == b""
     assert not bs.decode_categorical(data, p).any()
+
+
+def test_threaded_and_serial_kernels_keep_separate_numba_caches():
+    """Two njit wrappers of one function share numba's cache index, and a process could then load
+    the serial machine code for the threaded dispatcher (pcz ran on one core that way)."""
+    from bitstream.entropy import _quantize_rows_par, _quantize_rows_ser
+    from models.pc.coder import _fast_step_par, _fast_step_ser
+
+    def index(d):
+        return d._cache._cache_file._index_path
+
+    assert index(_quantize_rows_par) != index(_quantize_rows_ser)
+    assert index(_fast_step_par) != index(_fast_step_ser)
+    assert _fast_step_par.targetoptions.get("parallel") and not _fast_step_ser.targetoptions.get("parallel")
