@@ -5,7 +5,6 @@ a reference oracle, and EM training. No file formats beyond the model's own ``.n
 """
 from .hclt import (
     HCLT,
-    N_CHUNKS,
     bits_per_dim,
     em_step,
     expected_counts,
@@ -18,7 +17,6 @@ from .hclt import (
 
 __all__ = [
     "HCLT",
-    "N_CHUNKS",
     "bits_per_dim",
     "em_step",
     "expected_counts",

@@ -18,9 +18,9 @@ samples, with no fastmath: the compressor downstream needs the same floats on ev
 
 Training (:func:`fit_em`) is mini-batch EM with "inertia" (the new parameters are a blend of the
 old ones and the EM update, the old share growing over epochs) followed by full-batch EM, with a
-Laplace pseudocount added to every expected count. Expected counts are accumulated in a fixed
-number of sample chunks (or per pixel), never in thread-dependent order, so training with a
-given seed gives bit-identical parameters whatever the thread count.
+Laplace pseudocount added to every expected count. Expected counts are accumulated per pixel or
+per edge with the samples in order, never in thread-dependent order, so training with a given
+seed gives bit-identical parameters whatever the thread count.
 """
 from __future__ import annotations
 
@@ -35,13 +35,10 @@ from numba import prange
 
 #: Alphabet of one pixel.
 N_VALUES = 256
-#: E-step transition counts are summed in this many sample chunks (fixed, independent of the
-#: thread count) and the chunk sums added in index order, so the float result never depends on
-#: which thread ran what.
-N_CHUNKS = 8
 #: Samples per task in the log-likelihood kernel (scratch buffers are allocated per task).
 _LL_TASK = 32
-#: Upper bound on the float64 entries of the per-block posterior buffer (B x D x K) of the E-step.
+#: Upper bound on the float64 entries of each per-block buffer (B x D x K: posteriors, inside
+#: messages and their sums) of the E-step.
 _GAMMA_BUDGET = 1 << 23
 #: Tolerance when checking that stored distributions are normalised.
 _NORM_TOL = 1e-6
@@ -252,129 +249,175 @@ def tree_height(parent: np.ndarray) -> int:
 
 
 @numba.njit(cache=True)
-def _upward(x, mask, order, parent, emit_t, trans, prior, beta, s, shift):  # pragma: no cover
-    """Upward pass for one sample; returns log p(x observed by ``mask``), -inf if impossible.
+def _upward(x, mask, lo, hi, order, parent, emit_t, trans_t, prior, beta, s, out):  # pragma: no cover
+    """Upward pass for samples lo..hi-1: out[n] = log p(x_n observed by mask_n), -inf if impossible.
 
     Probability domain with power-of-two rescaling (no exp/log per entry): ``emit_t`` holds
-    emission *probabilities* indexed [v, value, state]. Leaves ``beta[v]`` = v's inside message
-    (its emission times its children's messages) scaled so its maximum lies in [0.5, 1), with
-    the scale's exponent in ``shift[v]``, and ``s[v, zp] = sum_zc T_v[zp, zc] beta[v, zc]``,
-    which the downward pass reuses. Unobserved pixels contribute an emission of 1.
+    emission *probabilities* indexed [v, value, state]. Leaves ``beta[n, v]`` = v's inside message
+    (its emission times its children's messages) scaled so its maximum lies in [0.5, 1), and
+    ``s[n, v, zp] = sum_zc T_v[zp, zc] beta[n, v, zc]`` (zc ascending), which the downward pass
+    reuses. ``trans_t[v, zc, zp]`` is T_v transposed, so that sum runs over contiguous rows for
+    all zp at once. Unobserved pixels contribute an emission of 1.
+
+    Node-major: each node's K x K matrix is used for all the samples in turn while it sits in L1;
+    sample-major, every sample would stream the whole D x K x K array (6 MB at D = 784, K = 32)
+    from memory. The floats of each sample are the same either way.
     """
     D = order.shape[0]
     K = prior.shape[0]
-    for v in range(D):
-        if mask[v]:
-            xv = x[v]
-            for z in range(K):
-                beta[v, z] = emit_t[v, xv, z]
-        else:
-            for z in range(K):
-                beta[v, z] = 1.0
-    log2_scale = 0.0
+    for n in range(lo, hi):
+        out[n] = 0.0  # the sum of the scale exponents until the root, then the answer
+        for v in range(D):
+            if mask[n, v]:
+                xv = x[n, v]
+                for z in range(K):
+                    beta[n, v, z] = emit_t[v, xv, z]
+            else:
+                for z in range(K):
+                    beta[n, v, z] = 1.0
     for t in range(D - 1, -1, -1):
         v = order[t]
-        m = 0.0
-        for z in range(K):
-            if beta[v, z] > m:
-                m = beta[v, z]
-        if not m > 0.0:
-            return -np.inf
-        _, e = math.frexp(m)
-        shift[v] = e
-        log2_scale += e
-        f = math.ldexp(1.0, -e)
-        for z in range(K):
-            beta[v, z] *= f
-        if t == 0:
-            tot = 0.0
-            for z in range(K):
-                tot += prior[z] * beta[v, z]
-            return log2_scale * math.log(2.0) + math.log(tot)
         p = parent[v]
-        for zp in range(K):
-            acc = 0.0
+        tv = trans_t[v]
+        for n in range(lo, hi):
+            if out[n] == -np.inf:
+                continue
+            bv = beta[n, v]
+            m = 0.0
+            for z in range(K):
+                if bv[z] > m:
+                    m = bv[z]
+            if not m > 0.0:
+                out[n] = -np.inf
+                continue
+            _, e = math.frexp(m)
+            out[n] += e
+            f = math.ldexp(1.0, -e)
+            for z in range(K):
+                bv[z] *= f
+            if t == 0:
+                tot = 0.0
+                for z in range(K):
+                    tot += prior[z] * bv[z]
+                out[n] = out[n] * math.log(2.0) + math.log(tot)
+                continue
+            sv = s[n, v]
+            for zp in range(K):
+                sv[zp] = 0.0
             for zc in range(K):
-                acc += trans[v, zp, zc] * beta[v, zc]
-            s[v, zp] = acc
-            beta[p, zp] *= acc
-    return -np.inf
+                b = bv[zc]
+                tc = tv[zc]
+                for zp in range(K):
+                    sv[zp] += tc[zp] * b
+            bp = beta[n, p]
+            for zp in range(K):
+                bp[zp] *= sv[zp]
 
 
 @numba.njit(cache=True)
-def _downward(order, parent, trans, prior, beta, s, gamma, tcount):  # pragma: no cover
-    """Posterior marginals ``gamma`` (D, K) of one sample after :func:`_upward`; adds the edge
-    posteriors P(z_parent, z_v | x) into ``tcount`` (D, K, K).
+def _downward(lo, hi, order, parent, trans, prior, beta, s, gamma, ll, acc):  # pragma: no cover
+    """Posterior marginals ``gamma[n]`` (D, K) of samples lo..hi-1 after :func:`_upward`
+    (zero for an impossible sample, ll[n] = -inf). Node-major like :func:`_upward`.
 
     Given its parent's state, Z_v depends only on the evidence below v, so
-    P(zp, zc | x) = P(zp | x) * T_v[zp, zc] * beta_v[zc] / s_v[zp]: no outside messages needed.
+    P(zp, zc | x) = P(zp | x) * T_v[zp, zc] * beta_v[zc] / s_v[zp]: no outside messages needed,
+    and P(zc | x) = beta_v[zc] * sum_zp (P(zp | x) / s_v[zp]) T_v[zp, zc].
     """
     D = order.shape[0]
     K = prior.shape[0]
     r = order[0]
-    tot = 0.0
-    for z in range(K):
-        gamma[r, z] = prior[z] * beta[r, z]
-        tot += gamma[r, z]
-    for z in range(K):
-        gamma[r, z] /= tot
+    for n in range(lo, hi):
+        if ll[n] == -np.inf:
+            gamma[n, :, :] = 0.0
+            continue
+        tot = 0.0
+        for z in range(K):
+            gamma[n, r, z] = prior[z] * beta[n, r, z]
+            tot += gamma[n, r, z]
+        for z in range(K):
+            gamma[n, r, z] /= tot
     for t in range(1, D):
         v = order[t]
         p = parent[v]
-        for zc in range(K):
-            gamma[v, zc] = 0.0
-        for zp in range(K):
-            gp = gamma[p, zp]
-            if gp == 0.0:
+        tv = trans[v]
+        for n in range(lo, hi):
+            if ll[n] == -np.inf:
                 continue
-            w = gp / s[v, zp]
             for zc in range(K):
-                xi = w * trans[v, zp, zc] * beta[v, zc]
-                tcount[v, zp, zc] += xi
-                gamma[v, zc] += xi
+                acc[zc] = 0.0
+            for zp in range(K):
+                gp = gamma[n, p, zp]
+                if gp == 0.0:
+                    continue
+                w = gp / s[n, v, zp]
+                tr = tv[zp]
+                for zc in range(K):
+                    acc[zc] += w * tr[zc]
+            for zc in range(K):
+                gamma[n, v, zc] = acc[zc] * beta[n, v, zc]
 
 
 @numba.njit(cache=True, parallel=True)
-def _loglik_batch(x, mask, order, parent, emit_t, trans, prior):  # pragma: no cover - compiled
+def _loglik_batch(x, mask, order, parent, emit_t, trans_t, prior):  # pragma: no cover - compiled
     """log p(x_n observed by mask_n) for every row; tasks of ``_LL_TASK`` samples share scratch."""
     N, D = x.shape
     K = prior.shape[0]
     out = np.empty(N)
     n_tasks = (N + _LL_TASK - 1) // _LL_TASK
     for task in prange(n_tasks):
-        beta = np.empty((D, K))
-        s = np.empty((D, K))
-        shift = np.empty(D)
-        for n in range(task * _LL_TASK, min(N, (task + 1) * _LL_TASK)):
-            out[n] = _upward(x[n], mask[n], order, parent, emit_t, trans, prior, beta, s, shift)
+        lo = task * _LL_TASK
+        hi = min(N, lo + _LL_TASK)
+        beta = np.empty((hi - lo, D, K))
+        s = np.empty((hi - lo, D, K))
+        _upward(x[lo:hi], mask[lo:hi], 0, hi - lo, order, parent, emit_t, trans_t, prior, beta, s, out[lo:hi])
     return out
 
 
 @numba.njit(cache=True, parallel=True)
-def _estep_block(x, order, parent, emit_t, trans, prior, tcounts, gamma, ll):  # pragma: no cover
-    """E-step on a block of samples: fills ``ll`` (B,) and posteriors ``gamma`` (B, D, K), adds
-    edge counts into ``tcounts`` (N_CHUNKS, D, K, K).
-
-    Sample chunk c (a fixed contiguous range, independent of the thread count) only touches
-    ``tcounts[c]`` and processes its samples in order, so the sums are reproducible.
-    Impossible samples (log p = -inf) get zero posteriors and contribute nothing.
+def _estep_block(x, order, parent, emit_t, trans, trans_t, prior, beta, s, gamma, ll):  # pragma: no cover
+    """E-step on a block of samples: fills ``ll`` (B,), posteriors ``gamma`` (B, D, K) and
+    keeps every sample's inside messages ``beta`` and ``s`` (B, D, K) for :func:`_edge_counts`.
+    Samples are independent, so the thread count changes nothing. Impossible samples
+    (log p = -inf) get zero posteriors and contribute nothing.
     """
     B, D = x.shape
     K = prior.shape[0]
-    n_chunks = tcounts.shape[0]
-    for c in prange(n_chunks):
-        beta = np.empty((D, K))
-        s = np.empty((D, K))
-        shift = np.empty(D)
-        ones = np.ones(D, dtype=np.bool_)
-        tc = tcounts[c]
-        for n in range(c * B // n_chunks, (c + 1) * B // n_chunks):
-            lp = _upward(x[n], ones, order, parent, emit_t, trans, prior, beta, s, shift)
-            ll[n] = lp
-            if lp == -np.inf:
-                gamma[n, :, :] = 0.0
-                continue
-            _downward(order, parent, trans, prior, beta, s, gamma[n], tc)
+    for task in prange((B + _LL_TASK - 1) // _LL_TASK):
+        lo = task * _LL_TASK
+        hi = min(B, lo + _LL_TASK)
+        ones = np.ones((hi - lo, D), dtype=np.bool_)
+        acc = np.empty(K)
+        _upward(x[lo:hi], ones, 0, hi - lo, order, parent, emit_t, trans_t, prior, beta[lo:hi], s[lo:hi], ll[lo:hi])
+        _downward(lo, hi, order, parent, trans, prior, beta, s, gamma, ll, acc)
+
+
+@numba.njit(cache=True, parallel=True)
+def _edge_counts(parent, trans, beta, s, gamma, tcount):  # pragma: no cover - compiled
+    """tcount[v] += T_v * sum_n outer(gamma_n[parent v] / s_n[v], beta_n[v]) -- the expected
+    transition counts sum_n P(zp, zc | x_n) with T_v factored out of the sum. Parallel over
+    edges, samples in order per edge: the same floats whatever the thread count, and each
+    edge's K x K accumulator stays in L1 instead of sweeping a D x K x K array per sample."""
+    B, D, K = gamma.shape
+    for v in prange(D):
+        p = parent[v]
+        if p < 0:
+            continue
+        M = np.zeros((K, K))
+        a = np.empty(K)
+        for n in range(B):
+            for zp in range(K):
+                g = gamma[n, p, zp]
+                a[zp] = g / s[n, v, zp] if g != 0.0 else 0.0
+            bv = beta[n, v]
+            for zp in range(K):
+                az = a[zp]
+                if az != 0.0:
+                    Mz = M[zp]
+                    for zc in range(K):
+                        Mz[zc] += az * bv[zc]
+        for zp in range(K):
+            for zc in range(K):
+                tcount[v, zp, zc] += M[zp, zc] * trans[v, zp, zc]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -431,6 +474,7 @@ class HCLT:
         self._prior = np.exp(self.log_prior)
         self._trans = np.exp(self.log_trans)
         self._emit_t = np.ascontiguousarray(np.exp(self.log_emit).transpose(0, 2, 1))
+        self._trans_t = np.ascontiguousarray(self._trans.transpose(0, 2, 1))
 
     # -- basic properties -----------------------------------------------------------------------
 
@@ -518,7 +562,7 @@ class HCLT:
     # -- inference ------------------------------------------------------------------------------
 
     def _run_loglik(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return _loglik_batch(x, mask, self.order, self.parent, self._emit_t, self._trans,
+        return _loglik_batch(x, mask, self.order, self.parent, self._emit_t, self._trans_t,
                              self._prior)
 
     def loglik(self, x) -> np.ndarray:
@@ -570,33 +614,107 @@ def bits_per_dim(avg_loglik: float, D: int) -> float:
     return -avg_loglik / (D * math.log(2.0))
 
 
+class _Linear:
+    """The parameters the E-step kernels read, in the probability domain: prior (K,),
+    trans (D, K, K) and its transpose, emissions indexed [v, value, state]. EM updates these
+    directly; logs (an :class:`HCLT`) are made only when a model is handed out."""
+
+    def __init__(self, parent, order, prior, trans, emit_t):
+        self.parent, self.order = parent, order
+        self.prior, self.trans, self.emit_t = prior, trans, emit_t
+        self.trans_t = np.ascontiguousarray(trans.transpose(0, 2, 1))
+
+    @classmethod
+    def of(cls, model: "HCLT") -> "_Linear":
+        return cls(model.parent, model.order, model._prior, model._trans, model._emit_t)
+
+    def to_hclt(self) -> "HCLT":
+        with np.errstate(divide="ignore"):
+            return HCLT(self.parent, np.log(self.prior), np.log(self.trans),
+                        np.log(self.emit_t.transpose(0, 2, 1)))
+
+
+class _Workspace:
+    """E-step buffers (B x D x K each), allocated once per training run, not per mini-batch."""
+
+    def __init__(self):
+        self.arrays = None
+
+    def get(self, rows: int, D: int, K: int):
+        if self.arrays is None or self.arrays[0].shape[0] < rows or self.arrays[0].shape[1:] != (D, K):
+            self.arrays = tuple(np.empty((rows, D, K)) for _ in range(3))
+        return tuple(a[:rows] for a in self.arrays)
+
+
+def _counts(lin: _Linear, data: np.ndarray, work: _Workspace):
+    """Expected counts (prior (K,), transitions (D, K, K), emissions (D, 256, K)) and the
+    per-sample log-likelihoods of ``data`` under ``lin``."""
+    N, D = data.shape
+    K = lin.prior.shape[0]
+    block = max(_LL_TASK, _GAMMA_BUDGET // (D * K))
+    trans = np.zeros((D, K, K))
+    ecounts = np.zeros((D, N_VALUES, K))
+    pcounts = np.zeros(K)
+    ll = np.empty(N)
+    root = lin.order[0]
+    for lo in range(0, N, block):
+        xb = data[lo:lo + block]
+        n = xb.shape[0]
+        beta, s, gamma = work.get(n, D, K)
+        _estep_block(xb, lin.order, lin.parent, lin.emit_t, lin.trans, lin.trans_t, lin.prior,
+                     beta, s, gamma, ll[lo:lo + n])
+        _edge_counts(lin.parent, lin.trans, beta, s, gamma, trans)
+        _emit_reduce(xb, gamma, ecounts)
+        pcounts += gamma[:, root, :].sum(axis=0)
+    return pcounts, trans, ecounts, ll
+
+
 def expected_counts(model: HCLT, data) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """E-step: expected sufficient statistics of ``data`` under ``model``.
 
     Returns (prior counts (K,), transition counts (D, K, K), emission counts (D, K, 256),
     per-sample log-likelihoods (N,)). Samples go through in blocks whose size depends only on
-    D and K (to bound the B x D x K posterior buffer), so the summation order, and hence every
-    bit of the result, is a function of the inputs alone.
+    D and K (to bound the B x D x K buffers), so the summation order, and hence every bit of the
+    result, is a function of the inputs alone.
     """
     data = _check_images(data, model.D, "data")
-    N, D, K = data.shape[0], model.D, model.K
-    block = max(N_CHUNKS, _GAMMA_BUDGET // (D * K))
-    tcounts = np.zeros((N_CHUNKS, D, K, K))
-    ecounts = np.zeros((D, N_VALUES, K))
-    pcounts = np.zeros(K)
-    ll = np.empty(N)
-    gamma = np.empty((min(block, max(N, 1)), D, K))
-    for lo in range(0, N, block):
-        xb = data[lo:lo + block]
-        g = gamma[:xb.shape[0]]
-        _estep_block(xb, model.order, model.parent, model._emit_t, model._trans, model._prior,
-                     tcounts, g, ll[lo:lo + xb.shape[0]])
-        _emit_reduce(xb, g, ecounts)
-        pcounts += g[:, model.root, :].sum(axis=0)
-    trans = tcounts[0].copy()
-    for c in range(1, N_CHUNKS):  # fixed order
-        trans += tcounts[c]
+    pcounts, trans, ecounts, ll = _counts(_Linear.of(model), data, _Workspace())
     return pcounts, trans, np.ascontiguousarray(ecounts.transpose(0, 2, 1)), ll
+
+
+@numba.njit(cache=True, parallel=True)
+def _blend_middle(counts, pseudocount, old, inertia, out):  # pragma: no cover - compiled
+    """out[a, :, c] = inertia * old[a, :, c] + (1 - inertia) * (counts + pseudocount)[a, :, c] / total,
+    the total running over the middle axis in ascending order; a slice without mass (possible
+    only with pseudocount 0) keeps its old values."""
+    A, M, C = counts.shape
+    for i in prange(A):
+        tot = np.zeros(C)
+        for m in range(M):
+            for c in range(C):
+                tot[c] += counts[i, m, c] + pseudocount
+        for m in range(M):
+            for c in range(C):
+                if tot[c] > 0.0:
+                    new = (counts[i, m, c] + pseudocount) / tot[c]
+                    out[i, m, c] = inertia * old[i, m, c] + (1.0 - inertia) * new if inertia else new
+                else:
+                    out[i, m, c] = old[i, m, c]
+
+
+def _m_step_linear(lin: _Linear, counts, pseudocount: float, inertia: float) -> _Linear:
+    pc, tc, ec = counts[:3]
+    D, K = tc.shape[:2]
+    prior = np.empty(K)
+    _blend_middle(pc.reshape(1, K, 1), pseudocount, lin.prior.reshape(1, K, 1), inertia, prior.reshape(1, K, 1))
+    trans = np.empty((D, K, K))
+    _blend_middle(tc.reshape(D * K, K, 1), pseudocount, lin.trans.reshape(D * K, K, 1), inertia,
+                  trans.reshape(D * K, K, 1))
+    root = lin.order[0]
+    trans[root] = lin.trans[root]  # unused; keep as is
+    emit_t = np.empty_like(lin.emit_t)
+    _blend_middle(ec, pseudocount, lin.emit_t, inertia, emit_t)
+    return _Linear(lin.parent, lin.order, prior, trans, emit_t)
 
 
 def _update(counts: np.ndarray, pseudocount: float, old_log: np.ndarray,
@@ -677,17 +795,20 @@ def fit_em(data, K: int, *, minibatch_epochs: int, batch_size: int, full_epochs:
         if progress is not None:
             progress(len(history), total, bits_per_dim(avg, D))
 
+    lin, work = _Linear.of(model), _Workspace()
     for e in range(minibatch_epochs):
         frac = e / (minibatch_epochs - 1) if minibatch_epochs > 1 else 0.0
         inert = start + (end - start) * frac
         perm = rng.permutation(N)
         ll_sum = 0.0
         for lo in range(0, N, batch_size):
-            counts = expected_counts(model, data[perm[lo:lo + batch_size]])
-            model = m_step(model, counts, pseudocount, inert)
+            counts = _counts(lin, data[perm[lo:lo + batch_size]], work)
+            lin = _m_step_linear(lin, counts, pseudocount, inert)
             ll_sum += float(np.sum(counts[3]))
         report(ll_sum / N)
     for _ in range(full_epochs):
-        model, avg = em_step(model, data, pseudocount)
-        report(avg)
+        counts = _counts(lin, data, work)
+        lin = _m_step_linear(lin, counts, pseudocount, 0.0)
+        report(float(np.mean(counts[3])))
+    model = lin.to_hclt()
     return model, history
