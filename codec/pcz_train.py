@@ -76,13 +76,16 @@ def sample_patches(images: Iterable[np.ndarray], layout: PatchLayout, per_image:
 
 
 def train(data: np.ndarray, layout: PatchLayout, *, K: int, epochs: int, full_epochs: int, batch: int = 512,
-          pseudocount: float = 0.01, seed: int = 0, name: str = "", info: dict | None = None,
+          pseudocount: float = 0.01, inertia: tuple[float, float] = (0.2, 0.9), seed: int = 0, name: str = "",
+          info: dict | None = None,
           progress: Callable[[int, int, float], None] | None = None) -> PczModel:
     """EM on rows of model variables (N, D) uint8 -> a :class:`PczModel` (fixed-point probabilities)."""
     t0 = time.time()
     hclt, history = fit_em(np.ascontiguousarray(data), K, minibatch_epochs=epochs, batch_size=batch,
-                           full_epochs=full_epochs, pseudocount=pseudocount, seed=seed, progress=progress)
+                           full_epochs=full_epochs, pseudocount=pseudocount, inertia=inertia, seed=seed,
+                           progress=progress)
     meta = {"K": K, "epochs": epochs, "full_epochs": full_epochs, "batch": batch, "pseudocount": pseudocount,
+            "inertia": list(inertia),
             "seed": seed, "train_rows": int(len(data)), "train_seconds": round(time.time() - t0, 1),
             "train_bpd_history": [round(-h / np.log(2) / data.shape[1], 4) for h in history]}
     meta.update(info or {})

@@ -80,6 +80,7 @@ def test_nonsensical_counts_are_usage_errors(tmp_path):
                              ("codec.cli.split", ["serve", "--port", "-5"], "-5 is outside 0..65535"),
                              ("codec.cli.nerv", ["encode", "x.mp4", "--bpp", "nan"], "not a finite number > 0"),
                              ("codec.cli.pcz", ["train", "x.png", "-o", "m.npz", "--pseudocount", "-1"], ">= 0"),
+                             ("codec.cli.pcz", ["train", "x.png", "-o", "m.npz", "--inertia", "0.5", "1"], "not below 1"),
                              ("codec.cli.split", ["encode", "x.png"], None)):
         r = run("-m", prog, *args, cwd=tmp_path)
         if frag is None:  # control: a well-formed command fails on the missing file instead

@@ -26,7 +26,7 @@ from codec.pcz_train import sample_patches, train
 ROOT = Path(__file__).resolve().parents[1]
 
 RECIPES = {
-    "mnist": dict(K=32, epochs=16, full_epochs=4, batch=512, pseudocount=0.01, seed=0),
+    "mnist": dict(K=32, epochs=70, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0),
     "natural-gray": dict(K=32, epochs=20, full_epochs=4, batch=512, pseudocount=0.01, seed=0,
                          patch=2, images=2000, per_image=64),
     "natural-rgb": dict(K=32, epochs=20, full_epochs=4, batch=512, pseudocount=0.01, seed=0,
@@ -50,7 +50,8 @@ def build(which: str, data: Path, out: Path, force: bool) -> None:
         rows = imgs.reshape(len(imgs), -1)
         source = f"MNIST train, {len(imgs)} images"
         print(f"equivalent: pcz train {data}/mnist/train-images-idx3-ubyte.gz -o {out} -K {r['K']} "
-              f"--epochs {r['epochs']} --full-epochs {r['full_epochs']} --pseudocount {r['pseudocount']}")
+              f"--epochs {r['epochs']} --full-epochs {r['full_epochs']} --pseudocount {r['pseudocount']}"
+              f" --inertia {' '.join(map(str, r['inertia']))}")
     else:
         rgb = which == "natural-rgb"
         imgs = []
@@ -71,7 +72,7 @@ def build(which: str, data: Path, out: Path, force: bool) -> None:
 
     t = time.time()
     model = train(rows, layout, K=r["K"], epochs=r["epochs"], full_epochs=r["full_epochs"], batch=r["batch"],
-                  pseudocount=r["pseudocount"], seed=r["seed"], name=which,
+                  pseudocount=r["pseudocount"], inertia=r.get("inertia", (0.2, 0.9)), seed=r["seed"], name=which,
                   info={"source": source, "recipe": r, "script": "tools/train_pcz_models.py"}, progress=progress)
     bar.close()
     model.save(out, force=force)

@@ -26,8 +26,9 @@ def whole(least: int = 0, most: int | None = None):
     return parse
 
 
-def real(least: float = 0.0, *, strict: bool = False):
-    """An argparse type: a finite number ``>= least`` (``> least`` when ``strict``)."""
+def real(least: float = 0.0, *, strict: bool = False, below: float | None = None):
+    """An argparse type: a finite number ``>= least`` (``> least`` when ``strict``), and
+    ``< below`` if given."""
     def parse(text: str) -> float:
         try:
             v = float(text)
@@ -35,6 +36,8 @@ def real(least: float = 0.0, *, strict: bool = False):
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         if not math.isfinite(v) or v < least or (strict and v == least):
             raise argparse.ArgumentTypeError(f"{text} is not a finite number {'>' if strict else '>='} {least:g}")
+        if below is not None and not v < below:
+            raise argparse.ArgumentTypeError(f"{text} is not below {below:g}")
         return v
 
     parse.__name__ = "number"

@@ -220,6 +220,7 @@ def cmd_train(args) -> None:
         bar.set_postfix(train_bpd=f"{bpd:.4f}")
 
     model = train(data, layout, K=args.K, epochs=args.epochs, full_epochs=args.full_epochs, batch=args.batch,
+                  inertia=tuple(args.inertia),
                   pseudocount=args.pseudocount, seed=args.seed, name=args.name or Path(args.output).stem,
                   info={"source": source}, progress=progress)
     bar.close()
@@ -322,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-epochs", type=whole(0), default=3, help="full-batch EM epochs after them (%(default)s)")
     p.add_argument("--batch", type=whole(1), default=512, help="mini-batch size (%(default)s)")
     p.add_argument("--pseudocount", type=real(0), default=0.01, help="Laplace pseudocount (%(default)s)")
+    p.add_argument("--inertia", type=real(0, below=1), nargs=2, default=(0.2, 0.9), metavar=("FIRST", "LAST"),
+                   help="mini-batch EM keeps this share of the old parameters, rising linearly from the first "
+                        "epoch to the last (%(default)s); high values average over batches and overfit less")
     p.add_argument("--patch", type=whole(1), help="train a patch model of N x N pixels with context")
     p.add_argument("--channels", choices=("gray", "rgb"), default="rgb", help="patch model channels (%(default)s)")
     p.add_argument("--patches-per-image", type=whole(1), default=64)
