@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 RECIPES = {
     "mnist": dict(K=32, epochs=70, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0),
-    "natural-gray": dict(K=32, epochs=20, full_epochs=4, batch=512, pseudocount=0.01, seed=0,
+    "natural-gray": dict(K=32, epochs=40, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0,
                          patch=2, images=2000, per_image=64),
-    "natural-rgb": dict(K=32, epochs=20, full_epochs=4, batch=512, pseudocount=0.01, seed=0,
+    "natural-rgb": dict(K=32, epochs=40, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0,
                         patch=2, images=2000, per_image=64),
 }
 
