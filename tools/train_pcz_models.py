@@ -72,7 +72,7 @@ def build(which: str, data: Path, out: Path, force: bool) -> None:
 
     t = time.time()
     model = train(rows, layout, K=r["K"], epochs=r["epochs"], full_epochs=r["full_epochs"], batch=r["batch"],
-                  pseudocount=r["pseudocount"], inertia=r.get("inertia", (0.2, 0.9)), seed=r["seed"], name=which,
+                  pseudocount=r["pseudocount"], inertia=r["inertia"], seed=r["seed"], name=which,
                   info={"source": source, "recipe": r, "script": "tools/train_pcz_models.py"}, progress=progress)
     bar.close()
     model.save(out, force=force)

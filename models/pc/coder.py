@@ -265,18 +265,21 @@ def _mixture_weights(b, first_child, next_sibling, has, upctx, down_b, w):  # pr
 
 
 @numba.njit(cache=True, nogil=True)
-def _conditional(b, first_child, next_sibling, emit, has, upctx, down_b, w, q):  # pragma: no cover
-    """q[u] = sum_z w[z] emit[b, z, u] (z ascending), summed over the states with
-    w[z] >= 2**-32 (the rest change q by < K 2**-32)."""
-    _mixture_weights(b, first_child, next_sibling, has, upctx, down_b, w)
-    eb = emit[b]
-    for u in range(q.shape[0]):
-        q[u] = 0.0
-    for z in range(w.shape[0]):
-        wz = w[z]
-        if wz >= _MIX_FLOOR:  # states holding < 2**-32 of the largest weight are skipped (exactly
-            for u in range(q.shape[0]):  # the same decision on both sides; saves most K x 256 work)
-                q[u] += wz * eb[z, u]
+def _mix(eb, W, Q):  # pragma: no cover - compiled
+    """Q[i, u] = sum_z W[i, z] eb[z, u] (z ascending) for each row i, summed over the states with
+    W[i, z] >= 2**-32 (the rest change Q by < K 2**-32; the same decision on both sides). State
+    by state over the rows, so each row eb[z] is loaded once for all of them."""
+    for i in range(Q.shape[0]):
+        for u in range(Q.shape[1]):
+            Q[i, u] = 0.0
+    for z in range(eb.shape[0]):
+        ez = eb[z]
+        for i in range(Q.shape[0]):
+            wz = W[i, z]
+            if wz >= _MIX_FLOOR:
+                qi = Q[i]
+                for u in range(qi.shape[0]):
+                    qi[u] += wz * ez[u]
 
 
 #: Images per thread task in the fast step. The 256-way mixture reads emit[b] (K x 256 floats,
@@ -289,11 +292,9 @@ def _fast_step_body(k, prev, ev, coded, order, coded_pos, parent, slot, first_ch
     """Advance every image to the k-th coded variable: absorb the previous coded value ``prev``,
     visit the context nodes in between, and write that variable's conditional into q.
 
-    Per image, the same operations in the same order as :func:`_conditional` (so the naive path
-    agrees bit for bit); across a block of images the mixture loop runs state by state so each
-    row emit[b, z] is loaded once for the block."""
+    The messages and the mixture (:func:`_mix`, over a block of images) are the naive path's,
+    so both agree bit for bit."""
     B = q.shape[0]
-    K = prior.shape[0]
     b = order[coded_pos[k]]
     eb = emit[b]
     for blk in numba.prange((B + _BLOCK - 1) // _BLOCK):
@@ -314,16 +315,7 @@ def _fast_step_body(k, prev, ev, coded, order, coded_pos, parent, slot, first_ch
                 if s < coded_pos[k]:  # a context node: absorb its value (or nothing, if missing)
                     _leaf(emit[v], ev[i, v], prefix[i, slot[v]])
             _mixture_weights(b, first_child, next_sibling, has[i], upctx[i], down[i, slot[b]], scratch[i, 2])
-            for u in range(q.shape[1]):
-                q[i, u] = 0.0
-        for z in range(K):
-            ez = eb[z]
-            for i in range(i0, i1):
-                wz = scratch[i, 2, z]
-                if wz >= _MIX_FLOOR:
-                    qi = q[i]
-                    for u in range(qi.shape[0]):
-                        qi[u] += wz * ez[u]
+        _mix(eb, scratch[i0:i1, 2], q[i0:i1])
 
 
 # Two compilations of one body: threads for batches, none for a few images (launching a parallel
@@ -386,7 +378,8 @@ def _naive_one(x, coded, order, coded_pos, parent, first_child, next_sibling, pr
             _rescale(g)
             _times_context_children(next_sibling[c], next_sibling, has, upctx, g)
             _matvec(trans[c], g, down[c])
-        _conditional(b, first_child, next_sibling, emit, has, upctx, down[b], w, q_out[k])
+        _mixture_weights(b, first_child, next_sibling, has, upctx, down[b], w)
+        _mix(emit[b], w.reshape(1, K), q_out[k:k + 1])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -249,8 +249,8 @@ def tree_height(parent: np.ndarray) -> int:
 
 
 @numba.njit(cache=True)
-def _upward(x, mask, lo, hi, order, parent, emit_t, trans_t, prior, beta, s, out):  # pragma: no cover
-    """Upward pass for samples lo..hi-1: out[n] = log p(x_n observed by mask_n), -inf if impossible.
+def _upward(x, mask, order, parent, emit_t, trans_t, prior, beta, s, out):  # pragma: no cover
+    """Upward pass for every row n of x: out[n] = log p(x_n observed by mask_n), -inf if impossible.
 
     Probability domain with power-of-two rescaling (no exp/log per entry): ``emit_t`` holds
     emission *probabilities* indexed [v, value, state]. Leaves ``beta[n, v]`` = v's inside message
@@ -265,7 +265,8 @@ def _upward(x, mask, lo, hi, order, parent, emit_t, trans_t, prior, beta, s, out
     """
     D = order.shape[0]
     K = prior.shape[0]
-    for n in range(lo, hi):
+    B = x.shape[0]
+    for n in range(B):
         out[n] = 0.0  # the sum of the scale exponents until the root, then the answer
         for v in range(D):
             if mask[n, v]:
@@ -279,7 +280,7 @@ def _upward(x, mask, lo, hi, order, parent, emit_t, trans_t, prior, beta, s, out
         v = order[t]
         p = parent[v]
         tv = trans_t[v]
-        for n in range(lo, hi):
+        for n in range(B):
             if out[n] == -np.inf:
                 continue
             bv = beta[n, v]
@@ -315,8 +316,8 @@ def _upward(x, mask, lo, hi, order, parent, emit_t, trans_t, prior, beta, s, out
 
 
 @numba.njit(cache=True)
-def _downward(lo, hi, order, parent, trans, prior, beta, s, gamma, ll, acc):  # pragma: no cover
-    """Posterior marginals ``gamma[n]`` (D, K) of samples lo..hi-1 after :func:`_upward`
+def _downward(order, parent, trans, prior, beta, s, gamma, ll, acc):  # pragma: no cover
+    """Posterior marginals ``gamma[n]`` (D, K) of every sample n after :func:`_upward`
     (zero for an impossible sample, ll[n] = -inf). Node-major like :func:`_upward`.
 
     Given its parent's state, Z_v depends only on the evidence below v, so
@@ -326,7 +327,8 @@ def _downward(lo, hi, order, parent, trans, prior, beta, s, gamma, ll, acc):  # 
     D = order.shape[0]
     K = prior.shape[0]
     r = order[0]
-    for n in range(lo, hi):
+    B = gamma.shape[0]
+    for n in range(B):
         if ll[n] == -np.inf:
             gamma[n, :, :] = 0.0
             continue
@@ -340,7 +342,7 @@ def _downward(lo, hi, order, parent, trans, prior, beta, s, gamma, ll, acc):  # 
         v = order[t]
         p = parent[v]
         tv = trans[v]
-        for n in range(lo, hi):
+        for n in range(B):
             if ll[n] == -np.inf:
                 continue
             for zc in range(K):
@@ -369,7 +371,7 @@ def _loglik_batch(x, mask, order, parent, emit_t, trans_t, prior):  # pragma: no
         hi = min(N, lo + _LL_TASK)
         beta = np.empty((hi - lo, D, K))
         s = np.empty((hi - lo, D, K))
-        _upward(x[lo:hi], mask[lo:hi], 0, hi - lo, order, parent, emit_t, trans_t, prior, beta, s, out[lo:hi])
+        _upward(x[lo:hi], mask[lo:hi], order, parent, emit_t, trans_t, prior, beta, s, out[lo:hi])
     return out
 
 
@@ -387,8 +389,8 @@ def _estep_block(x, order, parent, emit_t, trans, trans_t, prior, beta, s, gamma
         hi = min(B, lo + _LL_TASK)
         ones = np.ones((hi - lo, D), dtype=np.bool_)
         acc = np.empty(K)
-        _upward(x[lo:hi], ones, 0, hi - lo, order, parent, emit_t, trans_t, prior, beta[lo:hi], s[lo:hi], ll[lo:hi])
-        _downward(lo, hi, order, parent, trans, prior, beta, s, gamma, ll, acc)
+        _upward(x[lo:hi], ones, order, parent, emit_t, trans_t, prior, beta[lo:hi], s[lo:hi], ll[lo:hi])
+        _downward(order, parent, trans, prior, beta[lo:hi], s[lo:hi], gamma[lo:hi], ll[lo:hi], acc)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -619,14 +621,14 @@ class _Linear:
     trans (D, K, K) and its transpose, emissions indexed [v, value, state]. EM updates these
     directly; logs (an :class:`HCLT`) are made only when a model is handed out."""
 
-    def __init__(self, parent, order, prior, trans, emit_t):
+    def __init__(self, parent, order, prior, trans, emit_t, trans_t=None):
         self.parent, self.order = parent, order
         self.prior, self.trans, self.emit_t = prior, trans, emit_t
-        self.trans_t = np.ascontiguousarray(trans.transpose(0, 2, 1))
+        self.trans_t = np.ascontiguousarray(trans.transpose(0, 2, 1)) if trans_t is None else trans_t
 
     @classmethod
     def of(cls, model: "HCLT") -> "_Linear":
-        return cls(model.parent, model.order, model._prior, model._trans, model._emit_t)
+        return cls(model.parent, model.order, model._prior, model._trans, model._emit_t, model._trans_t)
 
     def to_hclt(self) -> "HCLT":
         with np.errstate(divide="ignore"):
@@ -703,7 +705,9 @@ def _blend_middle(counts, pseudocount, old, inertia, out):  # pragma: no cover -
 
 
 def _m_step_linear(lin: _Linear, counts, pseudocount: float, inertia: float) -> _Linear:
-    pc, tc, ec = counts[:3]
+    """The M-step (of :func:`m_step` and :func:`fit_em`): counts (prior (K,), transitions
+    (D, K, K), emissions (D, 256, K)) -> new parameters, blended with ``lin``'s by ``inertia``."""
+    pc, tc, ec = (np.ascontiguousarray(c, dtype=np.float64) for c in counts[:3])
     D, K = tc.shape[:2]
     prior = np.empty(K)
     _blend_middle(pc.reshape(1, K, 1), pseudocount, lin.prior.reshape(1, K, 1), inertia, prior.reshape(1, K, 1))
@@ -717,33 +721,12 @@ def _m_step_linear(lin: _Linear, counts, pseudocount: float, inertia: float) -> 
     return _Linear(lin.parent, lin.order, prior, trans, emit_t)
 
 
-def _update(counts: np.ndarray, pseudocount: float, old_log: np.ndarray,
-            inertia: float) -> np.ndarray:
-    """Normalise counts + pseudocount along the last axis, blend with the old distribution.
-
-    A row with no mass at all (possible only with pseudocount 0) keeps its old values: it does
-    not affect the likelihood, and this keeps it a distribution.
-    """
-    c = counts + pseudocount
-    tot = c.sum(axis=-1, keepdims=True)
-    old = np.exp(old_log)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        new = np.where(tot > 0, c / tot, old)
-    if inertia:
-        new = inertia * old + (1.0 - inertia) * new
-    with np.errstate(divide="ignore"):
-        return np.log(new)
-
-
 def m_step(model: HCLT, counts, pseudocount: float, inertia: float = 0.0) -> HCLT:
     """New model from expected counts (as returned by :func:`expected_counts`, ``ll`` ignored):
     new = inertia * old + (1 - inertia) * (counts + pseudocount) / total."""
     pc, tc, ec = counts[:3]
-    log_prior = _update(pc, pseudocount, model.log_prior, inertia)
-    log_trans = _update(tc, pseudocount, model.log_trans, inertia)
-    log_trans[model.root] = model.log_trans[model.root]  # unused; keep as is
-    log_emit = _update(ec, pseudocount, model.log_emit, inertia)
-    return HCLT(model.parent, log_prior, log_trans, log_emit)
+    ec_t = np.asarray(ec).transpose(0, 2, 1)  # the kernels' [v, value, state] layout
+    return _m_step_linear(_Linear.of(model), (pc, tc, ec_t), pseudocount, inertia).to_hclt()
 
 
 def em_step(model: HCLT, data, pseudocount: float, inertia: float = 0.0) -> tuple[HCLT, float]:
