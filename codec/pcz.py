@@ -32,8 +32,13 @@ from models.pc.coder import CodingTables, Stepper, coding_tables
 
 from .images import MAX_PIXELS, check_image
 
-#: Fixed-point precision of the probabilities stored in a model file.
-MODEL_PRECISION = 16
+#: Fixed-point precision (bits) of the probabilities in a newly made model file: every stored
+#: probability is a count out of 2**MODEL_PRECISION, at least 1. 16 bits (the first models) cost
+#: MNIST 0.004 bits/pixel: each of a row's 256 emission entries holds >= 1/65536, mass taken from
+#: the near-certain values that most pixels have; 20 bits cost 0.0001 (bench_data note in issue 3).
+MODEL_PRECISION = 20
+#: Precisions a model file may declare; a file without the ``precision`` entry is 16 (uint16).
+_PRECISIONS = range(16, 25)
 MODEL_FORMAT = 1
 #: Default number of images coded as one stream in an archive.
 ARCHIVE_BLOCK = 1000
@@ -145,37 +150,47 @@ class PatchLayout:
         return np.where(ev >= 0, (ev + shift) % 256, -1), shift
 
 
-def _fixed_point(p: np.ndarray) -> np.ndarray:
-    """Probabilities -> uint16 counts summing to 2**16 per row, each >= 1 (deterministic rule)."""
+def _count_dtype(precision: int):
+    return np.uint16 if precision == 16 else np.uint32
+
+
+def _fixed_point(p: np.ndarray, precision: int) -> np.ndarray:
+    """Probabilities -> counts summing to 2**precision per row, each >= 1 (deterministic rule)."""
     flat = p.reshape(-1, p.shape[-1])
-    return bs.quantize_probabilities(flat, MODEL_PRECISION).astype(np.uint16).reshape(p.shape)
+    return bs.quantize_probabilities(flat, precision).astype(_count_dtype(precision)).reshape(p.shape)
 
 
 @dataclass(eq=False)
 class PczModel:
     """A pcz model: an HCLT's structure and fixed-point probabilities, plus its patch layout.
 
-    The coder reads the stored integers (divided by 2**16, exact), never exp() of anything, so
-    every machine rebuilds the same floats. ``hash`` names the model in the files it codes.
+    The coder reads the stored integers (divided by 2**precision, exact), never exp() of
+    anything, so every machine rebuilds the same floats. ``hash`` names the model in the files
+    it codes.
     """
 
     layout: PatchLayout
     parent: np.ndarray
-    prior: np.ndarray  # (K,) uint16 counts
-    trans: np.ndarray  # (D, K, K) uint16 counts, [v, z_parent, z_v]
-    emit: np.ndarray  # (D, K, 256) uint16 counts
+    prior: np.ndarray  # (K,) counts out of 2**precision (uint16 at 16 bits, else uint32)
+    trans: np.ndarray  # (D, K, K) counts, [v, z_parent, z_v]
+    emit: np.ndarray  # (D, K, 256) counts
     name: str = ""
     info: dict = field(default_factory=dict)
     path: str | None = None
+    precision: int = 16
     _tables: CodingTables | None = field(default=None, repr=False)
     _hash: bytes | None = field(default=None, repr=False)
 
     @classmethod
-    def from_hclt(cls, hclt, layout: PatchLayout, name: str = "", info: dict | None = None) -> "PczModel":
+    def from_hclt(cls, hclt, layout: PatchLayout, name: str = "", info: dict | None = None,
+                  precision: int = MODEL_PRECISION) -> "PczModel":
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be {_PRECISIONS.start}..{_PRECISIONS.stop - 1} bits")
         trans = np.exp(hclt.log_trans)
         trans[hclt.parent < 0] = 1.0  # the root's matrix is unused
-        return cls(layout, np.asarray(hclt.parent, np.int64), _fixed_point(np.exp(hclt.log_prior)),
-                   _fixed_point(trans), _fixed_point(np.exp(hclt.log_emit)), name, dict(info or {}))
+        return cls(layout, np.asarray(hclt.parent, np.int64), _fixed_point(np.exp(hclt.log_prior), precision),
+                   _fixed_point(trans, precision), _fixed_point(np.exp(hclt.log_emit), precision), name,
+                   dict(info or {}), precision=precision)
 
     @property
     def D(self) -> int:
@@ -194,6 +209,8 @@ class PczModel:
             arrays["centered"] = np.int64(1)
         if L.subtract_green:
             arrays["subtract_green"] = np.int64(1)
+        if self.precision != 16:  # absent = 16, so the first models keep their hashes
+            arrays["precision"] = np.int64(self.precision)
         return arrays
 
     @property
@@ -219,7 +236,7 @@ class PczModel:
     @property
     def tables(self) -> CodingTables:
         if self._tables is None:
-            scale = 1.0 / (1 << MODEL_PRECISION)
+            scale = 1.0 / (1 << self.precision)
             self._tables = coding_tables(self.parent, self.prior * scale, self.trans * scale,
                                          self.emit * scale, self.layout.coded)
         return self._tables
@@ -268,15 +285,19 @@ class PczModel:
             raise ModelFileError(f"{K} latent states is out of range", name)
         if parent.shape != (D,) or trans.shape != (D, K, K) or emit.shape != (D, K, 256):
             raise ModelFileError("array shapes disagree with the patch layout", name)
+        precision = int(a["precision"]) if "precision" in a else 16
+        if precision not in _PRECISIONS or (precision == 16 and "precision" in a):
+            raise ModelFileError(f"bad precision {precision}", name)
+        dtype = np.dtype(_count_dtype(precision))
         for arr in (prior, trans, emit):
-            if arr.dtype != np.uint16:
-                raise ModelFileError("probabilities must be stored as uint16 counts", name)
-        top = 1 << MODEL_PRECISION
+            if arr.dtype != dtype:
+                raise ModelFileError(f"{precision}-bit probabilities must be stored as {dtype} counts", name)
+        top = 1 << precision
         for label, arr in (("prior", prior), ("transition", trans), ("emission", emit)):
             if (arr == 0).any() or (arr.reshape(-1, arr.shape[-1]).sum(1, dtype=np.int64) != top).any():
-                raise ModelFileError(f"{label} rows must be positive counts summing to 2**16", name)
+                raise ModelFileError(f"{label} rows must be positive counts summing to 2**{precision}", name)
         model = cls(layout, parent.astype(np.int64), prior, trans, emit, str(a["name"]),
-                    json.loads(str(a["info"])), name)
+                    json.loads(str(a["info"])), name, precision=precision)
         try:
             model.tables  # checks the tree
         except ValueError as err:

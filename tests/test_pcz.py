@@ -17,7 +17,8 @@ import pcz_sample as golden  # noqa: E402
 
 WHOLE = pcz.PczModel.load(golden.WHOLE_MODEL)
 PATCH = pcz.PczModel.load(golden.PATCH_MODEL)
-GOLDEN_HASHES = {"tiny_rgb.pcz": "eb8be96ba54469e4955dba8708f9d3cf6d0885c51eac2d345bd37af35aed5a3c", "tiny_whole_archive.pcz": "5e231ac1648fcbf8169065dfdc2e14635c963039312a3b18fdd0da31f8e36d41"}
+GOLDEN_HASHES = {"tiny_rgb.pcz": "eb8be96ba54469e4955dba8708f9d3cf6d0885c51eac2d345bd37af35aed5a3c", "tiny_whole_archive.pcz": "5e231ac1648fcbf8169065dfdc2e14635c963039312a3b18fdd0da31f8e36d41",
+                 "tiny_gray_20bit.pcz": "fe7561b17c6394e671aa338111a4f67a6653378f73634fe95b63e1c7031e58ad"}
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (2, 2, 3), (3, 5, 3), (5, 7, 3), (9, 4, 3), (16, 16, 3)])
@@ -73,6 +74,18 @@ def test_golden_files_decode_and_reencode():
         assert hashlib.sha256((golden.HERE / name).read_bytes()).hexdigest() == digest
 
 
+def test_golden_20_bit_model_file():
+    """Models made since the ``precision`` entry store counts out of 2**20 (uint32); the first,
+    16-bit files load unchanged and keep their hashes (and so the files coded with them)."""
+    m20 = pcz.PczModel.load(golden.WHOLE20_MODEL)
+    assert (m20.precision, m20.emit.dtype, WHOLE.precision, WHOLE.emit.dtype) == (20, np.uint32, 16, np.uint16)
+    data = golden.GOLDEN_IMAGE20.read_bytes()
+    assert np.array_equal(pcz.decompress(data, m20), golden.golden_gray_images()[1])
+    assert pcz.compress(golden.golden_gray_images()[1], m20) == data
+    with pytest.raises(bs.ModelMismatchError):
+        pcz.decompress(data, WHOLE)  # same tree and layout, other precision: another model
+
+
 def test_model_mismatch_and_bad_files():
     data = pcz.compress(np.zeros((6, 5), np.uint8), WHOLE)
     with pytest.raises(bs.ModelMismatchError, match="needs pcz model"):
@@ -103,6 +116,14 @@ def test_model_file_validation(tmp_path):
     with pytest.raises(pcz.ModelFileError, match="2\\*\\*16"):
         pcz.PczModel.load(tmp_path / "sum.npz")
     assert WHOLE.hash == pcz.PczModel.load(golden.WHOLE_MODEL).hash
+    arrays = dict(np.load(golden.WHOLE20_MODEL, allow_pickle=False))
+    for change, message in ((dict(precision=np.int64(16)), "bad precision 16"),
+                            (dict(precision=np.int64(25)), "bad precision 25"),
+                            (dict(emit=arrays["emit"].astype(np.uint16)), "20-bit probabilities must be stored as uint32"),
+                            (dict(emit=arrays["emit"] // 2), "2\\*\\*20")):
+        np.savez(tmp_path / "p.npz", **{**arrays, **change})
+        with pytest.raises(pcz.ModelFileError, match=message):
+            pcz.PczModel.load(tmp_path / "p.npz")
 
 
 # -- command line -------------------------------------------------------------------------------

@@ -183,7 +183,7 @@ def cmd_info(args) -> None:
             m = _model(p)
             L = m.layout
             print(json.dumps({"file": name, "model": m.name, "hash": m.hash.hex(), "patch": [L.ph, L.pw, L.channels],
-                              "context_variables": int((~L.coded).sum()), "variables": m.D, "latent_states": m.K,
+                              "context_variables": int((~L.coded).sum()), "variables": m.D, "latent_states": m.K, "precision_bits": m.precision,
                               "tree_height": int(tree_height(m.parent)), "info": m.info}, indent=1))
             continue
         data = bs.read_limited(p, 1 << 34)

@@ -1,6 +1,8 @@
 """Tiny pcz models and golden .pcz files: how they were made.
 
-``python tests/golden/pcz_sample.py`` rewrites them -- only for a deliberate format change.
+``python tests/golden/pcz_sample.py`` rewrites them -- only for a deliberate format change;
+``python tests/golden/pcz_sample.py 20bit`` rewrites only the 20-bit pair (model format with a
+``precision`` entry, added after the first golden files).
 The committed model files, not this script, are what the golden test decodes with.
 """
 from pathlib import Path
@@ -15,6 +17,8 @@ WHOLE_MODEL = HERE / "pcz_tiny_whole.npz"  # 6x5 gray images, no context
 PATCH_MODEL = HERE / "pcz_tiny_patch_rgb.npz"  # 2x2 RGB patches with context
 GOLDEN_IMAGE = HERE / "tiny_rgb.pcz"
 GOLDEN_ARCHIVE = HERE / "tiny_whole_archive.pcz"
+WHOLE20_MODEL = HERE / "pcz_tiny_whole_20bit.npz"  # as WHOLE_MODEL, probabilities out of 2**20
+GOLDEN_IMAGE20 = HERE / "tiny_gray_20bit.pcz"
 
 
 def golden_rgb_image() -> np.ndarray:
@@ -27,11 +31,11 @@ def golden_gray_images() -> np.ndarray:
     return ((i * 37) % 251 * (i % 4 != 0)).astype(np.uint8)
 
 
-def _model(layout: PatchLayout, K: int, seed: int, name: str) -> PczModel:
+def _model(layout: PatchLayout, K: int, seed: int, name: str, precision: int = 16) -> PczModel:
     D = len(layout.offsets)
     rng = np.random.default_rng(seed)
     parent = np.array([-1] + [int(rng.integers(0, v)) for v in range(1, D)])
-    return PczModel.from_hclt(HCLT.random(parent, K, seed=seed), layout, name=name)
+    return PczModel.from_hclt(HCLT.random(parent, K, seed=seed), layout, name=name, precision=precision)
 
 
 def build() -> None:
@@ -44,7 +48,15 @@ def build() -> None:
     GOLDEN_ARCHIVE.write_bytes(compress_archive(golden_gray_images(), whole, block=2).data)
 
 
+def build_20bit() -> None:
+    _model(PatchLayout.whole(6, 5, 1), 3, 1, "tiny-whole-20bit", precision=20).save(WHOLE20_MODEL, force=True)
+    GOLDEN_IMAGE20.write_bytes(compress(golden_gray_images()[1], PczModel.load(WHOLE20_MODEL)))
+
+
 if __name__ == "__main__":
-    build()
-    for p in (WHOLE_MODEL, PATCH_MODEL, GOLDEN_IMAGE, GOLDEN_ARCHIVE):
+    import sys
+    if sys.argv[1:] != ["20bit"]:
+        build()
+    build_20bit()
+    for p in (WHOLE_MODEL, PATCH_MODEL, GOLDEN_IMAGE, GOLDEN_ARCHIVE, WHOLE20_MODEL, GOLDEN_IMAGE20):
         print(p.name, p.stat().st_size)
