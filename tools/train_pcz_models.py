@@ -26,7 +26,7 @@ from codec.pcz_train import sample_patches, train
 ROOT = Path(__file__).resolve().parents[1]
 
 RECIPES = {
-    "mnist": dict(K=32, epochs=70, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0),
+    "mnist": dict(K=32, epochs=200, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0),
     "natural-gray": dict(K=32, epochs=40, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0,
                          patch=2, images=2000, per_image=64),
     "natural-rgb": dict(K=32, epochs=40, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0,

@@ -37,9 +37,12 @@ from numba import prange
 N_VALUES = 256
 #: Samples per task in the log-likelihood kernel (scratch buffers are allocated per task).
 _LL_TASK = 32
-#: Upper bound on the float64 entries of each per-block buffer (B x D x K: posteriors, inside
-#: messages and their sums) of the E-step.
-_GAMMA_BUDGET = 1 << 23
+#: Upper bound on the float64 entries of each per-block buffer (D x B x K: posteriors, inside
+#: messages and their sums) of the E-step: 128 MB each, so a mini-batch of 512 MNIST digits is
+#: one block.
+_GAMMA_BUDGET = 1 << 24
+#: Samples per task of the E-step: the matrix products of one node run over this many rows.
+_ESTEP_TASK = 128
 #: Tolerance when checking that stored distributions are normalised.
 _NORM_TOL = 1e-6
 #: Format number written into saved model files.
@@ -315,50 +318,6 @@ def _upward(x, mask, order, parent, emit_t, trans_t, prior, beta, s, out):  # pr
                 bp[zp] *= sv[zp]
 
 
-@numba.njit(cache=True)
-def _downward(order, parent, trans, prior, beta, s, gamma, ll, acc):  # pragma: no cover
-    """Posterior marginals ``gamma[n]`` (D, K) of every sample n after :func:`_upward`
-    (zero for an impossible sample, ll[n] = -inf). Node-major like :func:`_upward`.
-
-    Given its parent's state, Z_v depends only on the evidence below v, so
-    P(zp, zc | x) = P(zp | x) * T_v[zp, zc] * beta_v[zc] / s_v[zp]: no outside messages needed,
-    and P(zc | x) = beta_v[zc] * sum_zp (P(zp | x) / s_v[zp]) T_v[zp, zc].
-    """
-    D = order.shape[0]
-    K = prior.shape[0]
-    r = order[0]
-    B = gamma.shape[0]
-    for n in range(B):
-        if ll[n] == -np.inf:
-            gamma[n, :, :] = 0.0
-            continue
-        tot = 0.0
-        for z in range(K):
-            gamma[n, r, z] = prior[z] * beta[n, r, z]
-            tot += gamma[n, r, z]
-        for z in range(K):
-            gamma[n, r, z] /= tot
-    for t in range(1, D):
-        v = order[t]
-        p = parent[v]
-        tv = trans[v]
-        for n in range(B):
-            if ll[n] == -np.inf:
-                continue
-            for zc in range(K):
-                acc[zc] = 0.0
-            for zp in range(K):
-                gp = gamma[n, p, zp]
-                if gp == 0.0:
-                    continue
-                w = gp / s[n, v, zp]
-                tr = tv[zp]
-                for zc in range(K):
-                    acc[zc] += w * tr[zc]
-            for zc in range(K):
-                gamma[n, v, zc] = acc[zc] * beta[n, v, zc]
-
-
 @numba.njit(cache=True, parallel=True)
 def _loglik_batch(x, mask, order, parent, emit_t, trans_t, prior):  # pragma: no cover - compiled
     """log p(x_n observed by mask_n) for every row; tasks of ``_LL_TASK`` samples share scratch."""
@@ -375,48 +334,122 @@ def _loglik_batch(x, mask, order, parent, emit_t, trans_t, prior):  # pragma: no
     return out
 
 
+@numba.njit(cache=True)
+def _inside_nm(x, lo, hi, order, parent, emit_t, trans_t, prior, beta, s, out):  # pragma: no cover
+    """:func:`_upward` for the E-step, on rows lo..hi of a block, all pixels observed, in the
+    node-major layout ``beta[v, n, :]``: each node's messages for the task's samples form one
+    contiguous (n, K) matrix, so the sums over the child's state are one matrix product per node
+    (BLAS, through numba's np.dot) instead of a K-long vector update per sample and state.
+    Same scaling as :func:`_upward` (each message's maximum in [0.5, 1)); the floats differ from
+    it in the last bits (BLAS orders and fuses its sums its own way), which training allows: the
+    coder never runs this code, and a task's rows depend only on the block, not on threads.
+    """
+    D = order.shape[0]
+    K = prior.shape[0]
+    for n in range(lo, hi):
+        out[n] = 0.0
+    for v in range(D):
+        for n in range(lo, hi):
+            xv = x[n, v]
+            for z in range(K):
+                beta[v, n, z] = emit_t[v, xv, z]
+    for t in range(D - 1, -1, -1):
+        v = order[t]
+        bv = beta[v, lo:hi]
+        for n in range(hi - lo):
+            m = 0.0
+            for z in range(K):
+                if bv[n, z] > m:
+                    m = bv[n, z]
+            _, e = math.frexp(m)  # m = 0 (an impossible sample) leaves the row at 0
+            out[lo + n] += e
+            f = math.ldexp(1.0, -e)
+            for z in range(K):
+                bv[n, z] *= f
+        if t == 0:
+            for n in range(hi - lo):
+                tot = 0.0
+                for z in range(K):
+                    tot += prior[z] * bv[n, z]
+                out[lo + n] = out[lo + n] * math.log(2.0) + math.log(tot) if tot > 0.0 else -np.inf
+            continue
+        sv = s[v, lo:hi]
+        np.dot(bv, trans_t[v], sv)  # s[n, zp] = sum_zc beta[n, zc] T_v[zp, zc]
+        bp = beta[parent[v], lo:hi]
+        for n in range(hi - lo):
+            for z in range(K):
+                bp[n, z] *= sv[n, z]
+
+
+@numba.njit(cache=True)
+def _posteriors_nm(lo, hi, order, parent, trans, prior, beta, s, gamma, w):  # pragma: no cover
+    """Posterior marginals ``gamma[v, n]`` of rows lo..hi after :func:`_inside_nm` (zero for an
+    impossible sample). Given its parent's state, Z_v depends only on the evidence below v, so
+    P(zc | x) = beta_v[zc] * sum_zp (P(zp | x) / s_v[zp]) T_v[zp, zc]: no outside messages, and
+    the sum over zp is again one matrix product per node. ``w`` is (>= hi - lo, K) scratch."""
+    D = order.shape[0]
+    K = prior.shape[0]
+    r = order[0]
+    T = hi - lo
+    for n in range(lo, hi):
+        tot = 0.0
+        for z in range(K):
+            gamma[r, n, z] = prior[z] * beta[r, n, z]
+            tot += gamma[r, n, z]
+        for z in range(K):
+            gamma[r, n, z] = gamma[r, n, z] / tot if tot > 0.0 else 0.0
+    wt = w[:T]
+    for t in range(1, D):
+        v = order[t]
+        _parent_over_sum(gamma[parent[v], lo:hi], s[v, lo:hi], wt)
+        gv = gamma[v, lo:hi]
+        np.dot(wt, trans[v], gv)
+        bv = beta[v, lo:hi]
+        for n in range(T):
+            for z in range(K):
+                gv[n, z] *= bv[n, z]
+
+
+@numba.njit(cache=True)
+def _parent_over_sum(gp, sv, w):  # pragma: no cover - compiled
+    """w = P(z_parent | x) / s_v (0 where the posterior is 0): the factor both the posteriors and
+    the transition counts of edge v need."""
+    T, K = w.shape
+    for n in range(T):
+        for z in range(K):
+            g = gp[n, z]
+            w[n, z] = g / sv[n, z] if g != 0.0 else 0.0
+
+
 @numba.njit(cache=True, parallel=True)
 def _estep_block(x, order, parent, emit_t, trans, trans_t, prior, beta, s, gamma, ll):  # pragma: no cover
-    """E-step on a block of samples: fills ``ll`` (B,), posteriors ``gamma`` (B, D, K) and
-    keeps every sample's inside messages ``beta`` and ``s`` (B, D, K) for :func:`_edge_counts`.
-    Samples are independent, so the thread count changes nothing. Impossible samples
-    (log p = -inf) get zero posteriors and contribute nothing.
-    """
+    """E-step on a block of samples: fills ``ll`` (B,), posteriors ``gamma`` and keeps the inside
+    messages ``beta`` and ``s`` (all node-major, (D, B, K)) for :func:`_edge_counts`. Tasks of
+    ``_ESTEP_TASK`` rows, fixed by B alone, so the thread count changes no float."""
     B, D = x.shape
     K = prior.shape[0]
-    for task in prange((B + _LL_TASK - 1) // _LL_TASK):
-        lo = task * _LL_TASK
-        hi = min(B, lo + _LL_TASK)
-        ones = np.ones((hi - lo, D), dtype=np.bool_)
-        acc = np.empty(K)
-        _upward(x[lo:hi], ones, order, parent, emit_t, trans_t, prior, beta[lo:hi], s[lo:hi], ll[lo:hi])
-        _downward(order, parent, trans, prior, beta[lo:hi], s[lo:hi], gamma[lo:hi], ll[lo:hi], acc)
+    for task in prange((B + _ESTEP_TASK - 1) // _ESTEP_TASK):
+        lo = task * _ESTEP_TASK
+        hi = min(B, lo + _ESTEP_TASK)
+        w = np.empty((hi - lo, K))
+        _inside_nm(x, lo, hi, order, parent, emit_t, trans_t, prior, beta, s, ll)
+        _posteriors_nm(lo, hi, order, parent, trans, prior, beta, s, gamma, w)
 
 
 @numba.njit(cache=True, parallel=True)
 def _edge_counts(parent, trans, beta, s, gamma, tcount):  # pragma: no cover - compiled
-    """tcount[v] += T_v * sum_n outer(gamma_n[parent v] / s_n[v], beta_n[v]) -- the expected
-    transition counts sum_n P(zp, zc | x_n) with T_v factored out of the sum. Parallel over
-    edges, samples in order per edge: the same floats whatever the thread count, and each
-    edge's K x K accumulator stays in L1 instead of sweeping a D x K x K array per sample."""
-    B, D, K = gamma.shape
+    """tcount[v] += T_v * (W_v^T @ beta_v) with W_v = gamma_parent / s_v -- the expected
+    transition counts sum_n P(zp, zc | x_n) with T_v factored out of the sum, one (K x B) @
+    (B x K) product per edge. Parallel over edges; each edge's sum covers the block's samples in
+    one product, so the thread count changes nothing."""
+    D, B, K = gamma.shape
     for v in prange(D):
         p = parent[v]
         if p < 0:
             continue
-        M = np.zeros((K, K))
-        a = np.empty(K)
-        for n in range(B):
-            for zp in range(K):
-                g = gamma[n, p, zp]
-                a[zp] = g / s[n, v, zp] if g != 0.0 else 0.0
-            bv = beta[n, v]
-            for zp in range(K):
-                az = a[zp]
-                if az != 0.0:
-                    Mz = M[zp]
-                    for zc in range(K):
-                        Mz[zc] += az * bv[zc]
+        w = np.empty((B, K))
+        _parent_over_sum(gamma[p], s[v], w)
+        M = np.dot(w.T, beta[v])
         for zp in range(K):
             for zc in range(K):
                 tcount[v, zp, zc] += M[zp, zc] * trans[v, zp, zc]
@@ -424,14 +457,14 @@ def _edge_counts(parent, trans, beta, s, gamma, tcount):  # pragma: no cover - c
 
 @numba.njit(cache=True, parallel=True)
 def _emit_reduce(x, gamma, ecounts):  # pragma: no cover - compiled
-    """ecounts[v, x_nv, :] += gamma[n, v, :]: parallel over pixels, samples in order per pixel."""
+    """ecounts[v, x_nv, :] += gamma[v, n, :]: parallel over pixels, samples in order per pixel."""
     B, D = x.shape
     K = gamma.shape[2]
     for v in prange(D):
         for n in range(B):
             xv = x[n, v]
             for z in range(K):
-                ecounts[v, xv, z] += gamma[n, v, z]
+                ecounts[v, xv, z] += gamma[v, n, z]
 
 
 # =============================================================================================
@@ -637,15 +670,19 @@ class _Linear:
 
 
 class _Workspace:
-    """E-step buffers (B x D x K each), allocated once per training run, not per mini-batch."""
+    """E-step buffers (D x B x K each, node-major), allocated once per training run and block
+    size, not per mini-batch."""
 
     def __init__(self):
-        self.arrays = None
+        self.flat = None
 
     def get(self, rows: int, D: int, K: int):
-        if self.arrays is None or self.arrays[0].shape[0] < rows or self.arrays[0].shape[1:] != (D, K):
-            self.arrays = tuple(np.empty((rows, D, K)) for _ in range(3))
-        return tuple(a[:rows] for a in self.arrays)
+        """Three C-contiguous (D, rows, K) arrays (the kernels' matrix products need contiguous
+        rows), carved from flat buffers that grow only when a larger block comes."""
+        size = D * rows * K
+        if self.flat is None or self.flat[0].size < size:
+            self.flat = tuple(np.empty(size) for _ in range(3))
+        return tuple(f[:size].reshape(D, rows, K) for f in self.flat)
 
 
 def _counts(lin: _Linear, data: np.ndarray, work: _Workspace):
@@ -653,7 +690,7 @@ def _counts(lin: _Linear, data: np.ndarray, work: _Workspace):
     per-sample log-likelihoods of ``data`` under ``lin``."""
     N, D = data.shape
     K = lin.prior.shape[0]
-    block = max(_LL_TASK, _GAMMA_BUDGET // (D * K))
+    block = max(_ESTEP_TASK, _GAMMA_BUDGET // (D * K))
     trans = np.zeros((D, K, K))
     ecounts = np.zeros((D, N_VALUES, K))
     pcounts = np.zeros(K)
@@ -667,7 +704,7 @@ def _counts(lin: _Linear, data: np.ndarray, work: _Workspace):
                      beta, s, gamma, ll[lo:lo + n])
         _edge_counts(lin.parent, lin.trans, beta, s, gamma, trans)
         _emit_reduce(xb, gamma, ecounts)
-        pcounts += gamma[:, root, :].sum(axis=0)
+        pcounts += gamma[root].sum(axis=0)
     return pcounts, trans, ecounts, ll
 
 
