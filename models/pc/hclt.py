@@ -385,11 +385,12 @@ def _inside_nm(x, lo, hi, order, parent, emit_t, trans_t, prior, beta, s, out): 
 
 
 @numba.njit(cache=True)
-def _posteriors_nm(lo, hi, order, parent, trans, prior, beta, s, gamma, w):  # pragma: no cover
+def _posteriors_nm(lo, hi, order, parent, trans, prior, beta, s, gamma):  # pragma: no cover
     """Posterior marginals ``gamma[v, n]`` of rows lo..hi after :func:`_inside_nm` (zero for an
     impossible sample). Given its parent's state, Z_v depends only on the evidence below v, so
-    P(zc | x) = beta_v[zc] * sum_zp (P(zp | x) / s_v[zp]) T_v[zp, zc]: no outside messages, and
-    the sum over zp is again one matrix product per node. ``w`` is (>= hi - lo, K) scratch."""
+    P(zc | x) = beta_v[zc] * sum_zp W_v[zp] T_v[zp, zc] with W_v = P(zp | x) / s_v[zp]: no outside
+    messages, and the sum over zp is again one matrix product per node. Each s_v is read only
+    here, so W_v overwrites it in place for :func:`_edge_counts`, which needs the same factor."""
     D = order.shape[0]
     K = prior.shape[0]
     r = order[0]
@@ -401,58 +402,48 @@ def _posteriors_nm(lo, hi, order, parent, trans, prior, beta, s, gamma, w):  # p
             tot += gamma[r, n, z]
         for z in range(K):
             gamma[r, n, z] = gamma[r, n, z] / tot if tot > 0.0 else 0.0
-    wt = w[:T]
     for t in range(1, D):
         v = order[t]
-        _parent_over_sum(gamma[parent[v], lo:hi], s[v, lo:hi], wt)
+        wv = s[v, lo:hi]
+        gp = gamma[parent[v], lo:hi]
+        for n in range(T):
+            for z in range(K):
+                g = gp[n, z]
+                wv[n, z] = g / wv[n, z] if g != 0.0 else 0.0
         gv = gamma[v, lo:hi]
-        np.dot(wt, trans[v], gv)
+        np.dot(wv, trans[v], gv)
         bv = beta[v, lo:hi]
         for n in range(T):
             for z in range(K):
                 gv[n, z] *= bv[n, z]
 
 
-@numba.njit(cache=True)
-def _parent_over_sum(gp, sv, w):  # pragma: no cover - compiled
-    """w = P(z_parent | x) / s_v (0 where the posterior is 0): the factor both the posteriors and
-    the transition counts of edge v need."""
-    T, K = w.shape
-    for n in range(T):
-        for z in range(K):
-            g = gp[n, z]
-            w[n, z] = g / sv[n, z] if g != 0.0 else 0.0
-
-
 @numba.njit(cache=True, parallel=True)
 def _estep_block(x, order, parent, emit_t, trans, trans_t, prior, beta, s, gamma, ll):  # pragma: no cover
     """E-step on a block of samples: fills ``ll`` (B,), posteriors ``gamma`` and keeps the inside
-    messages ``beta`` and ``s`` (all node-major, (D, B, K)) for :func:`_edge_counts`. Tasks of
-    ``_ESTEP_TASK`` rows, fixed by B alone, so the thread count changes no float."""
-    B, D = x.shape
-    K = prior.shape[0]
+    messages ``beta`` and the factors ``s`` = W (all node-major, (D, B, K)) for
+    :func:`_edge_counts`. Tasks of ``_ESTEP_TASK`` rows, fixed by B alone, so the thread count
+    changes no float."""
+    B = x.shape[0]
     for task in prange((B + _ESTEP_TASK - 1) // _ESTEP_TASK):
         lo = task * _ESTEP_TASK
         hi = min(B, lo + _ESTEP_TASK)
-        w = np.empty((hi - lo, K))
         _inside_nm(x, lo, hi, order, parent, emit_t, trans_t, prior, beta, s, ll)
-        _posteriors_nm(lo, hi, order, parent, trans, prior, beta, s, gamma, w)
+        _posteriors_nm(lo, hi, order, parent, trans, prior, beta, s, gamma)
 
 
 @numba.njit(cache=True, parallel=True)
-def _edge_counts(parent, trans, beta, s, gamma, tcount):  # pragma: no cover - compiled
-    """tcount[v] += T_v * (W_v^T @ beta_v) with W_v = gamma_parent / s_v -- the expected
-    transition counts sum_n P(zp, zc | x_n) with T_v factored out of the sum, one (K x B) @
-    (B x K) product per edge. Parallel over edges; each edge's sum covers the block's samples in
-    one product, so the thread count changes nothing."""
-    D, B, K = gamma.shape
+def _edge_counts(parent, trans, beta, w, tcount):  # pragma: no cover - compiled
+    """tcount[v] += T_v * (W_v^T @ beta_v), ``w`` holding W_v = P(z_parent | x) / s_v as
+    :func:`_estep_block` leaves it -- the expected transition counts sum_n P(zp, zc | x_n) with
+    T_v factored out of the sum, one (K x B) @ (B x K) product per edge. Parallel over edges;
+    each edge's sum covers the block's samples in one product, so the thread count changes
+    nothing."""
+    D, B, K = w.shape
     for v in prange(D):
-        p = parent[v]
-        if p < 0:
+        if parent[v] < 0:
             continue
-        w = np.empty((B, K))
-        _parent_over_sum(gamma[p], s[v], w)
-        M = np.dot(w.T, beta[v])
+        M = np.dot(w[v].T, beta[v])
         for zp in range(K):
             for zc in range(K):
                 tcount[v, zp, zc] += M[zp, zc] * trans[v, zp, zc]
@@ -673,8 +664,7 @@ class _Linear:
 
 
 class _Workspace:
-    """E-step buffers (D x B x K each, node-major), allocated once per training run and block
-    size, not per mini-batch."""
+    """E-step buffers (D x B x K each, node-major), reused across mini-batches and blocks."""
 
     def __init__(self):
         self.flat = None
@@ -705,7 +695,7 @@ def _counts(lin: _Linear, data: np.ndarray, work: _Workspace):
         beta, s, gamma = work.get(n, D, K)
         _estep_block(xb, lin.order, lin.parent, lin.emit_t, lin.trans, lin.trans_t, lin.prior,
                      beta, s, gamma, ll[lo:lo + n])
-        _edge_counts(lin.parent, lin.trans, beta, s, gamma, trans)
+        _edge_counts(lin.parent, lin.trans, beta, s, trans)
         _emit_reduce(xb, gamma, ecounts)
         pcounts += gamma[root].sum(axis=0)
     return pcounts, trans, ecounts, ll
