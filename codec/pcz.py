@@ -28,6 +28,7 @@ import numpy as np
 
 import bitstream as bs
 from bitstream import AbsurdSizeError, BitstreamError, MalformedError, ModelMismatchError
+from models.pc.adapt import Adapter
 from models.pc.coder import CodingTables, Stepper, coding_tables
 
 from .images import MAX_PIXELS, check_image
@@ -178,19 +179,21 @@ class PczModel:
     info: dict = field(default_factory=dict)
     path: str | None = None
     precision: int = 16
+    #: Backward adaptation (strength, every, decay) -- see :mod:`models.pc.adapt` -- or None.
+    adapt: tuple[float, int, float] | None = None
     _tables: CodingTables | None = field(default=None, repr=False)
     _hash: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_hclt(cls, hclt, layout: PatchLayout, name: str = "", info: dict | None = None,
-                  precision: int = MODEL_PRECISION) -> "PczModel":
+                  precision: int = MODEL_PRECISION, adapt: tuple[float, int, float] | None = None) -> "PczModel":
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be {_PRECISIONS.start}..{_PRECISIONS.stop - 1} bits")
         trans = np.exp(hclt.log_trans)
         trans[hclt.parent < 0] = 1.0  # the root's matrix is unused
         return cls(layout, np.asarray(hclt.parent, np.int64), _fixed_point(np.exp(hclt.log_prior), precision),
                    _fixed_point(trans, precision), _fixed_point(np.exp(hclt.log_emit), precision), name,
-                   dict(info or {}), precision=precision)
+                   dict(info or {}), precision=precision, adapt=_check_adapt(adapt))
 
     @property
     def D(self) -> int:
@@ -211,6 +214,8 @@ class PczModel:
             arrays["subtract_green"] = np.int64(1)
         if self.precision != 16:  # absent = 16, so the first models keep their hashes
             arrays["precision"] = np.int64(self.precision)
+        if self.adapt is not None:  # absent = a fixed model
+            arrays["adapt"] = np.array(self.adapt, np.float64)
         return arrays
 
     @property
@@ -240,6 +245,10 @@ class PczModel:
             self._tables = coding_tables(self.parent, self.prior * scale, self.trans * scale,
                                          self.emit * scale, self.layout.coded)
         return self._tables
+
+    def adapter(self) -> Adapter | None:
+        """A fresh :class:`Adapter` for one coding stream, or None for a fixed model."""
+        return None if self.adapt is None else Adapter(self.tables, *self.adapt)
 
     def save(self, path, *, force: bool = False) -> None:
         buf = io.BytesIO()
@@ -296,13 +305,33 @@ class PczModel:
         for label, arr in (("prior", prior), ("transition", trans), ("emission", emit)):
             if (arr == 0).any() or (arr.reshape(-1, arr.shape[-1]).sum(1, dtype=np.int64) != top).any():
                 raise ModelFileError(f"{label} rows must be positive counts summing to 2**{precision}", name)
+        adapt = None
+        if "adapt" in a:
+            v = np.asarray(a["adapt"])
+            if v.dtype != np.float64 or v.shape != (3,):
+                raise ModelFileError("'adapt' must be 3 float64 values (strength, every, decay)", name)
+            try:
+                adapt = _check_adapt((float(v[0]), v[1], float(v[2])))
+            except ValueError as err:
+                raise ModelFileError(str(err), name) from None
         model = cls(layout, parent.astype(np.int64), prior, trans, emit, str(a["name"]),
-                    json.loads(str(a["info"])), name, precision=precision)
+                    json.loads(str(a["info"])), name, precision=precision, adapt=adapt)
         try:
             model.tables  # checks the tree
         except ValueError as err:
             raise ModelFileError(str(err), name) from None
         return model
+
+
+def _check_adapt(adapt) -> tuple[float, int, float] | None:
+    """Validated (strength, every, decay) or None; ValueError names the bad value."""
+    if adapt is None:
+        return None
+    strength, every, decay = adapt
+    if not (float(every).is_integer() and 1.0 <= strength <= 1e9 and 1 <= every <= 1 << 24 and 0.0 < decay <= 1.0):
+        raise ValueError(f"adaptation parameters {tuple(adapt)} out of range "
+                         "(1 <= strength <= 1e9, every an integer 1..2**24, 0 < decay <= 1)")
+    return float(strength), int(every), float(decay)
 
 
 def shipped_model_path(key: str) -> Path:
@@ -364,7 +393,10 @@ def _code_block(model: PczModel, canvas: np.ndarray, enc: bs.Encoder | None, dec
                 tiling: _Tiling, progress=None) -> None:
     """Code (or decode into) ``canvas`` (N, Hp, Wp, C): every patch of every image, one stream.
 
+    An adaptive model's tables are updated from each wavefront step's patches once they are
+    coded (encoder) or decoded (decoder): the same rows in the same order on both sides.
     ``progress(done, total)`` is called after each wavefront step, if given."""
+    adapter = model.adapter()
     tables = model.tables
     N = canvas.shape[0]
     cv = tables.coded_vars
@@ -372,6 +404,8 @@ def _code_block(model: PczModel, canvas: np.ndarray, enc: bs.Encoder | None, dec
     for step, (ys, xs, cs, valid) in enumerate(tiling.groups):
         if progress is not None:
             progress(step, len(tiling.groups))
+        if adapter is not None:
+            tables = adapter.tables
         P = ys.shape[0]
         ev = np.where(valid[None], canvas[n_idx, ys[None], xs[None], cs[None]], -1).reshape(N * P, -1)
         ev, shift = model.layout.center(ev)
@@ -393,8 +427,11 @@ def _code_block(model: PczModel, canvas: np.ndarray, enc: bs.Encoder | None, dec
             for k in range(len(cv)):
                 q = stepper.step(vals[:, k - 1] if k else None)
                 vals[:, k] = dec.decode_categorical(q)
+            ev[:, cv] = vals
             vals = ((vals - shift[:, cv]) % 256).reshape(N, P, -1)
             canvas[n_idx, ys[None][..., cv], xs[None][..., cv], cs[None][..., cv]] = vals
+        if adapter is not None:
+            adapter.observe(ev)
 
 
 def _as_nhwc(imgs: np.ndarray) -> np.ndarray:

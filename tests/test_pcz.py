@@ -1,4 +1,5 @@
 """pcz codec: bit-exact round trips, fast == naive bitstreams, golden files, bad input, CLI."""
+import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -18,7 +19,9 @@ import pcz_sample as golden  # noqa: E402
 WHOLE = pcz.PczModel.load(golden.WHOLE_MODEL)
 PATCH = pcz.PczModel.load(golden.PATCH_MODEL)
 GOLDEN_HASHES = {"tiny_rgb.pcz": "eb8be96ba54469e4955dba8708f9d3cf6d0885c51eac2d345bd37af35aed5a3c", "tiny_whole_archive.pcz": "5e231ac1648fcbf8169065dfdc2e14635c963039312a3b18fdd0da31f8e36d41",
-                 "tiny_gray_20bit.pcz": "fe7561b17c6394e671aa338111a4f67a6653378f73634fe95b63e1c7031e58ad"}
+                 "tiny_gray_20bit.pcz": "fe7561b17c6394e671aa338111a4f67a6653378f73634fe95b63e1c7031e58ad",
+                 "tiny_rgb_adapt.pcz": "f7724cbfc3f5c72739a8db1708bf5d21e2652e2217ecf532791cf146a2d64ddd"}
+ADAPT = pcz.PczModel.load(golden.ADAPT_MODEL)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (2, 2, 3), (3, 5, 3), (5, 7, 3), (9, 4, 3), (16, 16, 3)])
@@ -86,6 +89,28 @@ def test_golden_20_bit_model_file():
         pcz.decompress(data, WHOLE)  # same tree and layout, other precision: another model
 
 
+def test_golden_adaptive_model():
+    """An ``adapt`` entry makes the coder's tables follow the image (models/pc/adapt.py): the
+    golden file pins the update rule; the same tables without adaptation code the image larger."""
+    data = golden.GOLDEN_ADAPT.read_bytes()
+    img = golden.golden_adapt_image()
+    assert ADAPT.adapt == (4.0, 5, 0.9)
+    assert np.array_equal(pcz.decompress(data, ADAPT), img)
+    assert pcz.compress(img, ADAPT) == data
+    fixed = dataclasses.replace(ADAPT, adapt=None, _tables=None, _hash=None)
+    assert fixed.hash != ADAPT.hash
+    assert len(pcz.compress(img, fixed)) > 1.1 * len(data)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (3, 5, 3), (9, 4, 3), (21, 13, 3)])
+def test_adaptive_roundtrip_any_size(shape):
+    img = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    img[: shape[0] // 2] //= 16  # two regions with other statistics
+    assert np.array_equal(pcz.decompress(pcz.compress(img, ADAPT), ADAPT), img)
+    imgs = np.stack([img, img[::-1]])
+    assert np.array_equal(pcz.decompress_archive(pcz.compress_archive(imgs, ADAPT, block=1).data, ADAPT), imgs)
+
+
 def test_model_mismatch_and_bad_files():
     data = pcz.compress(np.zeros((6, 5), np.uint8), WHOLE)
     with pytest.raises(bs.ModelMismatchError, match="needs pcz model"):
@@ -124,6 +149,14 @@ def test_model_file_validation(tmp_path):
         np.savez(tmp_path / "p.npz", **{**arrays, **change})
         with pytest.raises(pcz.ModelFileError, match=message):
             pcz.PczModel.load(tmp_path / "p.npz")
+    arrays = dict(np.load(golden.ADAPT_MODEL, allow_pickle=False))
+    for bad in ([0.5, 5, 0.9], [4, 5.5, 0.9], [4, 0, 0.9], [4, 5, 0], [4, 5, 1.01], [np.nan, 5, 0.9], [4, 5]):
+        np.savez(tmp_path / "a.npz", **{**arrays, "adapt": np.array(bad, np.float64)})
+        with pytest.raises(pcz.ModelFileError, match="a.npz"):
+            pcz.PczModel.load(tmp_path / "a.npz")
+    np.savez(tmp_path / "a.npz", **{**arrays, "adapt": np.array([4, 5, 1], np.int64)})
+    with pytest.raises(pcz.ModelFileError, match="float64"):
+        pcz.PczModel.load(tmp_path / "a.npz")
 
 
 # -- command line -------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 ``python tests/golden/pcz_sample.py`` rewrites them -- only for a deliberate format change;
 ``python tests/golden/pcz_sample.py 20bit`` rewrites only the 20-bit pair (model format with a
-``precision`` entry, added after the first golden files).
+``precision`` entry, added after the first golden files), ``... adapt`` only the adaptive pair
+(an ``adapt`` entry: tables that follow the image, :mod:`models.pc.adapt`).
 The committed model files, not this script, are what the golden test decodes with.
 """
 from pathlib import Path
@@ -19,6 +20,8 @@ GOLDEN_IMAGE = HERE / "tiny_rgb.pcz"
 GOLDEN_ARCHIVE = HERE / "tiny_whole_archive.pcz"
 WHOLE20_MODEL = HERE / "pcz_tiny_whole_20bit.npz"  # as WHOLE_MODEL, probabilities out of 2**20
 GOLDEN_IMAGE20 = HERE / "tiny_gray_20bit.pcz"
+ADAPT_MODEL = HERE / "pcz_tiny_patch_rgb_adapt.npz"  # 2x2 RGB patches, 20 bits, adaptive
+GOLDEN_ADAPT = HERE / "tiny_rgb_adapt.pcz"
 
 
 def golden_rgb_image() -> np.ndarray:
@@ -31,11 +34,18 @@ def golden_gray_images() -> np.ndarray:
     return ((i * 37) % 251 * (i % 4 != 0)).astype(np.uint8)
 
 
-def _model(layout: PatchLayout, K: int, seed: int, name: str, precision: int = 16) -> PczModel:
+def golden_adapt_image() -> np.ndarray:
+    """Smooth gradients with a little texture: the adaptive tables learn something."""
+    y, x = np.mgrid[0:14, 0:17]
+    t = (x * 7 + y * 3) % 5
+    return np.stack([y * 9 + t, x * 8 + 2 * t, (x + y) * 5 + t], -1).astype(np.uint8)
+
+
+def _model(layout: PatchLayout, K: int, seed: int, name: str, precision: int = 16, adapt=None) -> PczModel:
     D = len(layout.offsets)
     rng = np.random.default_rng(seed)
     parent = np.array([-1] + [int(rng.integers(0, v)) for v in range(1, D)])
-    return PczModel.from_hclt(HCLT.random(parent, K, seed=seed), layout, name=name, precision=precision)
+    return PczModel.from_hclt(HCLT.random(parent, K, seed=seed), layout, name=name, precision=precision, adapt=adapt)
 
 
 def build() -> None:
@@ -53,10 +63,18 @@ def build_20bit() -> None:
     GOLDEN_IMAGE20.write_bytes(compress(golden_gray_images()[1], PczModel.load(WHOLE20_MODEL)))
 
 
+def build_adapt() -> None:
+    _model(PatchLayout.with_context(2, 2, 3), 3, 2, "tiny-patch-rgb-adapt", precision=20,
+           adapt=(4.0, 5, 0.9)).save(ADAPT_MODEL, force=True)
+    GOLDEN_ADAPT.write_bytes(compress(golden_adapt_image(), PczModel.load(ADAPT_MODEL)))
+
+
 if __name__ == "__main__":
     import sys
-    if sys.argv[1:] != ["20bit"]:
+    if sys.argv[1:] not in (["20bit"], ["adapt"]):
         build()
-    build_20bit()
-    for p in (WHOLE_MODEL, PATCH_MODEL, GOLDEN_IMAGE, GOLDEN_ARCHIVE, WHOLE20_MODEL, GOLDEN_IMAGE20):
+    if sys.argv[1:] != ["adapt"]:
+        build_20bit()
+    build_adapt()
+    for p in (WHOLE_MODEL, PATCH_MODEL, GOLDEN_IMAGE, GOLDEN_ARCHIVE, WHOLE20_MODEL, GOLDEN_IMAGE20, ADAPT_MODEL, GOLDEN_ADAPT):
         print(p.name, p.stat().st_size)
