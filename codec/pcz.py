@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -43,6 +42,8 @@ _PRECISIONS = range(16, 25)
 MODEL_FORMAT = 1
 #: Default number of images coded as one stream in an archive.
 ARCHIVE_BLOCK = 1000
+#: Backward adaptation of new patch models (strength, every, decay); see models/pc/adapt.py.
+DEFAULT_ADAPT = (30.0, 512, 0.95)
 #: Conditionals (floats) the encoder gathers before one call into the entropy layer.
 _ENCODE_BUFFER = 1 << 18
 SHIPPED = {"mnist": "mnist.npz", "natural-gray": "natural_gray.npz", "natural-rgb": "natural_rgb.npz"}
@@ -508,7 +509,7 @@ def _read_pcz(data: bytes, name: str | None):
 
 def _open(data: bytes, model: PczModel, name: str | None):
     header, items = _read_pcz(data, name)
-    header.require_model(model.hash, name, what=f"pcz model")
+    header.require_model(model.hash, name, what="pcz model")
     if header.width is None or header.channels not in (1, 3):
         raise MalformedError("pcz header lacks the image size or channels", name)
     if header.width * header.height > MAX_PIXELS or header.width == 0 or header.height == 0:

@@ -78,8 +78,10 @@ def sample_patches(images: Iterable[np.ndarray], layout: PatchLayout, per_image:
 def train(data: np.ndarray, layout: PatchLayout, *, K: int, epochs: int, full_epochs: int, batch: int = 512,
           pseudocount: float = 0.01, inertia: tuple[float, float] = (0.2, 0.9), seed: int = 0, name: str = "",
           info: dict | None = None,
-          progress: Callable[[int, int, float], None] | None = None) -> PczModel:
-    """EM on rows of model variables (N, D) uint8 -> a :class:`PczModel` (fixed-point probabilities)."""
+          progress: Callable[[int, int, float], None] | None = None,
+          adapt: tuple[float, int, float] | None = None) -> PczModel:
+    """EM on rows of model variables (N, D) uint8 -> a :class:`PczModel` (fixed-point probabilities);
+    ``adapt`` = (strength, every, decay) makes it a backward-adaptive model (:mod:`models.pc.adapt`)."""
     t0 = time.time()
     hclt, history = fit_em(np.ascontiguousarray(data), K, minibatch_epochs=epochs, batch_size=batch,
                            full_epochs=full_epochs, pseudocount=pseudocount, inertia=inertia, seed=seed,
@@ -89,4 +91,4 @@ def train(data: np.ndarray, layout: PatchLayout, *, K: int, epochs: int, full_ep
             "seed": seed, "train_rows": int(len(data)), "train_seconds": round(time.time() - t0, 1),
             "train_bpd_history": [round(-h / np.log(2) / data.shape[1], 4) for h in history]}
     meta.update(info or {})
-    return PczModel.from_hclt(hclt, layout, name=name, info=meta)
+    return PczModel.from_hclt(hclt, layout, name=name, info=meta, adapt=adapt)

@@ -272,3 +272,12 @@ def test_cli_train_patch_model_from_pngs(tmp_path):
     assert model.layout.centered and model.layout.subtract_green and model.layout.channels == 3
     img = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
     assert np.array_equal(pcz.decompress(pcz.compress(img, model), model), img)
+    assert model.adapt == pcz.DEFAULT_ADAPT  # patch models adapt unless told otherwise
+    r = pcz_cli("train", "imgs", "-o", "f.npz", "--patch", "2", "-K", "3", "--epochs", "2", "--full-epochs", "1",
+                "--patches-per-image", "16", "--batch", "16", "-q", "--adapt", "none", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert pcz.PczModel.load(tmp_path / "f.npz").adapt is None
+    r = pcz_cli("train", "imgs", "-o", "g.npz", "--patch", "2", "--adapt", "5,0,1", cwd=tmp_path)
+    assert r.returncode == 2 and "--adapt" in r.stderr and not (tmp_path / "g.npz").exists()
+    r = pcz_cli("info", "p.npz", cwd=tmp_path)
+    assert r.returncode == 0 and '"every": %d' % pcz.DEFAULT_ADAPT[1] in r.stdout

@@ -184,6 +184,7 @@ def cmd_info(args) -> None:
             L = m.layout
             print(json.dumps({"file": name, "model": m.name, "hash": m.hash.hex(), "patch": [L.ph, L.pw, L.channels],
                               "context_variables": int((~L.coded).sum()), "variables": m.D, "latent_states": m.K, "precision_bits": m.precision,
+                              "adapt": None if m.adapt is None else dict(zip(("strength", "every", "decay"), m.adapt)),
                               "tree_height": int(tree_height(m.parent)), "info": m.info}, indent=1))
             continue
         data = bs.read_limited(p, 1 << 34)
@@ -222,7 +223,8 @@ def cmd_train(args) -> None:
     model = train(data, layout, K=args.K, epochs=args.epochs, full_epochs=args.full_epochs, batch=args.batch,
                   inertia=tuple(args.inertia),
                   pseudocount=args.pseudocount, seed=args.seed, name=args.name or Path(args.output).stem,
-                  info={"source": source}, progress=progress)
+                  info={"source": source}, progress=progress,
+                  adapt=(args.adapt or pcz.DEFAULT_ADAPT) if args.patch and args.adapt != "none" else None)
     bar.close()
     model.save(args.output, force=args.force)
     _log(args, f"{args.output}: model {model.hash.hex()}, {os.path.getsize(args.output)} bytes")
@@ -278,6 +280,17 @@ def cmd_bench(args) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def adapt_spec(text: str):
+    """'none' or 'A,EVERY,DECAY' (argparse type)."""
+    if text == "none":
+        return text
+    try:
+        a, every, decay = text.split(",")
+        return pcz._check_adapt((float(a), float(every), float(decay)))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected 'none' or A,EVERY,DECAY ({err})") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description="Lossless image compression with probabilistic circuits "
                                  "(Hidden Chow-Liu Trees; Liu, Mandt & Van den Broeck, ICLR 2022).",
@@ -330,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", choices=("gray", "rgb"), default="rgb", help="patch model channels (%(default)s)")
     p.add_argument("--patches-per-image", type=whole(1), default=64)
     p.add_argument("--max-images", type=whole(1), help="use at most this many images")
+    p.add_argument("--adapt", type=adapt_spec, metavar="A,EVERY,DECAY",
+                   help="patch models: encoder and decoder refit the tables to the image as it is coded, "
+                        "a Dirichlet prior of A pseudo-counts around the trained tables, refreshed every EVERY "
+                        "patches, older counts times DECAY (default %s; 'none' for a fixed model)"
+                        % ",".join(map(str, pcz.DEFAULT_ADAPT)))
     p.add_argument("--name", help="model name stored in the file")
     p.add_argument("--seed", type=whole(0), default=0)
     common(p)
