@@ -43,7 +43,7 @@ MODEL_FORMAT = 1
 #: Default number of images coded as one stream in an archive.
 ARCHIVE_BLOCK = 1000
 #: Backward adaptation of new patch models (strength, every, decay); see models/pc/adapt.py.
-DEFAULT_ADAPT = (30.0, 512, 0.95)
+DEFAULT_ADAPT = (10.0, 128, 0.97)
 #: Conditionals (floats) the encoder gathers before one call into the entropy layer.
 _ENCODE_BUFFER = 1 << 18
 SHIPPED = {"mnist": "mnist.npz", "natural-gray": "natural_gray.npz", "natural-rgb": "natural_rgb.npz"}

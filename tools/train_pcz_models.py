@@ -6,7 +6,9 @@
 
 Each recipe is fixed here (seeded), so rerunning it gives the same model, bit for bit, on the same
 software stack. The natural-image models are trained on Imagenette *train* images -- never on
-Kodak, which is the benchmark. Equivalent ``pcz train`` command lines are printed for reference.
+Kodak, which is the benchmark. Their backward-adaptation setting (``adapt``, models/pc/adapt.py)
+was chosen by ``tools/tune_pcz_adapt.py`` on scikit-image photos. Equivalent ``pcz train`` command
+lines are printed for reference.
 """
 from __future__ import annotations
 
@@ -28,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {
     "mnist": dict(K=32, epochs=200, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0),
     "natural-gray": dict(K=32, epochs=40, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0,
-                         patch=2, images=2000, per_image=64),
+                         patch=2, images=2000, per_image=64, adapt=pcz.DEFAULT_ADAPT),
     "natural-rgb": dict(K=32, epochs=40, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0,
-                        patch=2, images=2000, per_image=64),
+                        patch=2, images=2000, per_image=64, adapt=pcz.DEFAULT_ADAPT),
 }
 
 
@@ -73,7 +75,8 @@ def build(which: str, data: Path, out: Path, force: bool) -> None:
     t = time.time()
     model = train(rows, layout, K=r["K"], epochs=r["epochs"], full_epochs=r["full_epochs"], batch=r["batch"],
                   pseudocount=r["pseudocount"], inertia=r["inertia"], seed=r["seed"], name=which,
-                  info={"source": source, "recipe": r, "script": "tools/train_pcz_models.py"}, progress=progress)
+                  info={"source": source, "recipe": r, "script": "tools/train_pcz_models.py"}, progress=progress,
+                  adapt=r.get("adapt"))
     bar.close()
     model.save(out, force=force)
     print(f"{out}: {os.path.getsize(out)} bytes, hash {model.hash.hex()}, {time.time() - t:.0f} s", flush=True)
