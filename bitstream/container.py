@@ -22,13 +22,11 @@ import enum
 import io
 import os
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Sequence
 
 from .errors import (
-    AbsurdSizeError,
     BadSignatureError,
     BitstreamError,
     CRCMismatchError,
