@@ -27,7 +27,7 @@ import numpy as np
 
 import bitstream as bs
 from bitstream import AbsurdSizeError, BitstreamError, MalformedError, ModelMismatchError
-from models.pc.adapt import Adapter
+from models.pc.adapt import Adapter, check_setting
 from models.pc.coder import CodingTables, Stepper, coding_tables
 
 from .images import MAX_PIXELS, check_image
@@ -194,7 +194,8 @@ class PczModel:
         trans[hclt.parent < 0] = 1.0  # the root's matrix is unused
         return cls(layout, np.asarray(hclt.parent, np.int64), _fixed_point(np.exp(hclt.log_prior), precision),
                    _fixed_point(trans, precision), _fixed_point(np.exp(hclt.log_emit), precision), name,
-                   dict(info or {}), precision=precision, adapt=_check_adapt(adapt))
+                   dict(info or {}), precision=precision,
+                   adapt=None if adapt is None else check_setting(*adapt))
 
     @property
     def D(self) -> int:
@@ -312,7 +313,7 @@ class PczModel:
             if v.dtype != np.float64 or v.shape != (3,):
                 raise ModelFileError("'adapt' must be 3 float64 values (strength, every, decay)", name)
             try:
-                adapt = _check_adapt((float(v[0]), v[1], float(v[2])))
+                adapt = check_setting(*v.tolist())
             except ValueError as err:
                 raise ModelFileError(str(err), name) from None
         model = cls(layout, parent.astype(np.int64), prior, trans, emit, str(a["name"]),
@@ -322,17 +323,6 @@ class PczModel:
         except ValueError as err:
             raise ModelFileError(str(err), name) from None
         return model
-
-
-def _check_adapt(adapt) -> tuple[float, int, float] | None:
-    """Validated (strength, every, decay) or None; ValueError names the bad value."""
-    if adapt is None:
-        return None
-    strength, every, decay = adapt
-    if not (float(every).is_integer() and 1.0 <= strength <= 1e9 and 1 <= every <= 1 << 24 and 0.0 < decay <= 1.0):
-        raise ValueError(f"adaptation parameters {tuple(adapt)} out of range "
-                         "(1 <= strength <= 1e9, every an integer 1..2**24, 0 < decay <= 1)")
-    return float(strength), int(every), float(decay)
 
 
 def shipped_model_path(key: str) -> Path:

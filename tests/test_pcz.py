@@ -236,6 +236,14 @@ def test_cli_train_is_deterministic(tmp_path):
     assert r.returncode == 0, r.stderr
     back = pcz.decompress_archive((tmp_path / "t.pcz").read_bytes(), pcz.PczModel.load(tmp_path / "m1.npz"))
     assert np.array_equal(back, imgs)
+    assert pcz.PczModel.load(tmp_path / "m1.npz").adapt is None  # whole-image models: fixed by default...
+    r = pcz_cli("train", "tiny-idx3-ubyte", "-o", "a.npz", "-K", "3", "--epochs", "1", "--full-epochs", "0",
+                "--batch", "16", "-q", "--adapt", "4,8,1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    adaptive = pcz.PczModel.load(tmp_path / "a.npz")
+    assert adaptive.adapt == (4.0, 8, 1.0)  # ...unless asked
+    data = pcz.compress_archive(imgs, adaptive).data
+    assert np.array_equal(pcz.decompress_archive(data, adaptive), imgs)
 
 
 def test_mnist_digits_with_shipped_model(shared_data):

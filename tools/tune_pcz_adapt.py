@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+import bitstream as bs
 from codec import pcz
 from codec.images import luma
 
@@ -65,8 +66,7 @@ def main(argv=None):
                        "seconds": [r["seconds"] for r in rows]}, "best": best}
     print(json.dumps(best))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        bs.atomic_write(args.json, json.dumps(out, indent=1).encode(), force=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import numpy as np
 import bitstream as bs
 from bitstream import ModelMismatchError
 from models.pc import tree_height
+from models.pc.adapt import check_setting
 
 from . import real, run, whole
 from .. import pcz
@@ -224,7 +225,7 @@ def cmd_train(args) -> None:
                   inertia=tuple(args.inertia),
                   pseudocount=args.pseudocount, seed=args.seed, name=args.name or Path(args.output).stem,
                   info={"source": source}, progress=progress,
-                  adapt=(args.adapt or pcz.DEFAULT_ADAPT) if args.patch and args.adapt != "none" else None)
+                  adapt=None if args.adapt == "none" else args.adapt or (pcz.DEFAULT_ADAPT if args.patch else None))
     bar.close()
     model.save(args.output, force=args.force)
     _log(args, f"{args.output}: model {model.hash.hex()}, {os.path.getsize(args.output)} bytes")
@@ -286,7 +287,7 @@ def adapt_spec(text: str):
         return text
     try:
         a, every, decay = text.split(",")
-        return pcz._check_adapt((float(a), float(every), float(decay)))
+        return check_setting(float(a), float(every), float(decay))
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected 'none' or A,EVERY,DECAY ({err})") from None
 
@@ -344,9 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patches-per-image", type=whole(1), default=64)
     p.add_argument("--max-images", type=whole(1), help="use at most this many images")
     p.add_argument("--adapt", type=adapt_spec, metavar="A,EVERY,DECAY",
-                   help="patch models: encoder and decoder refit the tables to the image as it is coded, "
+                   help="encoder and decoder refit the tables to the image as it is coded, "
                         "a Dirichlet prior of A pseudo-counts around the trained tables, refreshed every EVERY "
-                        "patches, older counts times DECAY (default %s; 'none' for a fixed model)"
+                        "patches (images, for a whole-image model), older counts times DECAY (default: %s for "
+                        "patch models, none for whole-image models; 'none' for a fixed model)"
                         % ",".join(map(str, pcz.DEFAULT_ADAPT)))
     p.add_argument("--name", help="model name stored in the file")
     p.add_argument("--seed", type=whole(0), default=0)

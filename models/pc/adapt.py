@@ -31,7 +31,7 @@ import dataclasses
 import numba
 import numpy as np
 
-from .coder import CodingTables, _leaf, _matvec, _mul_into, _rescale
+from .coder import CodingTables, _leaf, _matvec, _mul_into, _set_rescaled
 
 
 @numba.njit(cache=True, nogil=True)
@@ -60,9 +60,7 @@ def _row_posteriors(x, order, parent, first_child, next_sibling, prior, trans, t
         b = order[s]
         p = parent[b]
         if p < 0:
-            for k in range(K):
-                outer[b, k] = prior[k]
-            _rescale(outer[b])
+            _set_rescaled(outer[b], prior)
         else:
             _leaf(emit[p], x[p], g)
             _mul_into(g, outer[p])
@@ -143,6 +141,14 @@ def _blended(base: np.ndarray, counts: np.ndarray, A: float) -> np.ndarray:
     return out
 
 
+def check_setting(strength, every, decay) -> tuple[float, int, float]:
+    """A validated (strength, every, decay); ValueError names the bad setting."""
+    if not (float(every).is_integer() and 1.0 <= strength <= 1e9 and 1 <= every <= 1 << 24 and 0.0 < decay <= 1.0):
+        raise ValueError(f"adaptation setting {(strength, every, decay)} out of range "
+                         "(1 <= strength <= 1e9, every an integer 1..2**24, 0 < decay <= 1)")
+    return float(strength), int(every), float(decay)
+
+
 #: Rows per posterior batch: bounds the three (rows, D, K) buffers.
 _ROWS = 2048
 
@@ -155,13 +161,9 @@ class Adapter:
     Encoder and decoder must call ``observe`` with the same rows in the same order."""
 
     def __init__(self, tables: CodingTables, strength: float, every: int, decay: float = 1.0):
-        if not (1.0 <= strength <= 1e9) or not 1 <= every <= 1 << 24 or not 0.0 < decay <= 1.0:
-            raise ValueError("adaptation needs 1 <= strength <= 1e9, 1 <= every <= 2**24, 0 < decay <= 1")
+        self.strength, self.every, self.decay = check_setting(strength, every, decay)
         self.base = tables
         self.tables = tables
-        self.strength = float(strength)
-        self.every = int(every)
-        self.decay = float(decay)
         self.prior_counts = np.zeros_like(tables.prior)
         self.trans_counts = np.zeros_like(tables.trans)
         self.emit_counts = np.zeros_like(tables.emit)

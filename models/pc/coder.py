@@ -158,6 +158,14 @@ def _rescale(v):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _set_rescaled(out, src):  # pragma: no cover - compiled
+    """out = src, rescaled (the root's downward message: the prior)."""
+    for k in range(out.shape[0]):
+        out[k] = src[k]
+    _rescale(out)
+
+
+@numba.njit(cache=True, nogil=True)
 def _matvec(M, x, out):  # pragma: no cover - compiled
     """out[j] = sum_i M[i, j] x[i], i ascending; rescaled."""
     for j in range(out.shape[0]):
@@ -239,9 +247,7 @@ def _visit(s, order, parent, slot, next_sibling, prior, trans, trans_t, has, upc
     p = parent[b]
     db = down[slot[b]]
     if p < 0:
-        for k in range(g.shape[0]):
-            db[k] = prior[k]
-        _rescale(db)
+        _set_rescaled(db, prior)
         return b
     _absorb_finished(order[s - 1], p, parent, slot, trans_t, prefix, up)
     # Parent side: outer(p) * (p's leaf and finished children) * (later siblings' context).
@@ -369,9 +375,7 @@ def _naive_one(x, coded, order, coded_pos, parent, first_child, next_sibling, pr
             c = path[j]
             p = parent[c]
             if p < 0:
-                for kk in range(K):
-                    down[c, kk] = prior[kk]
-                _rescale(down[c])
+                _set_rescaled(down[c], prior)
                 continue
             for kk in range(K):
                 g[kk] = (prior[kk] if parent[p] < 0 else down[p, kk]) * prefix[p, kk]

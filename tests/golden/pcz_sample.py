@@ -71,10 +71,8 @@ def build_adapt() -> None:
 
 if __name__ == "__main__":
     import sys
-    if sys.argv[1:] not in (["20bit"], ["adapt"]):
-        build()
-    if sys.argv[1:] != ["adapt"]:
-        build_20bit()
-    build_adapt()
+    parts = {"20bit": [build_20bit], "adapt": [build_adapt]}
+    for part in parts[sys.argv[1]] if sys.argv[1:] else [build, build_20bit, build_adapt]:
+        part()
     for p in (WHOLE_MODEL, PATCH_MODEL, GOLDEN_IMAGE, GOLDEN_ARCHIVE, WHOLE20_MODEL, GOLDEN_IMAGE20, ADAPT_MODEL, GOLDEN_ADAPT):
         print(p.name, p.stat().st_size)
