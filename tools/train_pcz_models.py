@@ -27,8 +27,11 @@ from codec.pcz_train import sample_patches, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# MNIST K = 40, not 32: on a held-out split (fit train[:50000], score train[50000:], 25 epochs;
+# bench_data-style experiment, not shipped) K = 40 gave 1.2197 bits/dim against 1.2262 for K = 32,
+# while coding stays well above 300 images/s and training inside 60 minutes on 2 cores.
 RECIPES = {
-    "mnist": dict(K=32, epochs=200, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0),
+    "mnist": dict(K=40, epochs=200, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0),
     "natural-gray": dict(K=32, epochs=40, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0,
                          patch=2, images=2000, per_image=64, adapt=pcz.DEFAULT_ADAPT),
     "natural-rgb": dict(K=32, epochs=40, full_epochs=1, batch=512, pseudocount=0.1, inertia=(0.1, 0.95), seed=0,
