@@ -140,6 +140,31 @@ def test_cdf_table_follows_the_density_and_aux_loss_fits_quantiles():
     assert bs.CdfTable.from_bytes(table.to_bytes())[0].to_bytes() == table.to_bytes()
 
 
+def test_fit_quantiles_solves_the_aux_targets_exactly():
+    torch.manual_seed(3)
+    eb = EntropyBottleneck(5)
+    with torch.no_grad():  # a density that is not the initial bump: shifted and sharpened per channel
+        for b in eb._biases:
+            b.add_(torch.randn_like(b))
+        eb._matrices[0].add_(torch.linspace(0, 3, 5).reshape(5, 1, 1))
+        eb.quantiles.copy_(torch.tensor([-1e3, 40.0, 1e3]).repeat(5, 1, 1))  # far off on both sides
+    eb.fit_quantiles()
+    assert float(eb.aux_loss().detach()) < 1e-2  # logits within float32 rounding of the targets
+    q = eb.quantiles.detach()[:, 0]
+    assert (q[:, 0] < q[:, 1]).all() and (q[:, 1] < q[:, 2]).all()
+    F = torch.sigmoid(eb._logits_cumulative(eb.quantiles.detach()).detach().double())[:, 0]
+    assert torch.allclose(F[:, 1], torch.full((5,), 0.5, dtype=torch.float64), atol=1e-5)
+    # the auxiliary optimizer, given many steps, goes to the same place
+    opt = torch.optim.Adam([eb.quantiles], lr=0.1)
+    with torch.no_grad():
+        eb.quantiles.add_(0.3)
+    for _ in range(1000):
+        opt.zero_grad()
+        eb.aux_loss().backward()
+        opt.step()
+    assert torch.allclose(eb.quantiles.detach()[:, 0, 1], q[:, 1], atol=0.05)
+
+
 def test_shapes_match_layer1_for_every_input_size():
     teacher, student = make_student(0)
     with torch.no_grad():
@@ -336,6 +361,13 @@ def test_training_stages_smoke():
     assert len(h1) == 2 and seen == [(1, 2), (2, 2)]
     assert all(np.isfinite([i["loss"], i["distortion"], i["bits"], i["aux"]]).all() for i in h1)
     assert all(torch.equal(v, student.tail.state_dict()[k]) for k, v in tail_before.items())  # frozen, BN too
+    assert float(student.entropy_bottleneck.aux_loss().detach()) < 1e-2  # quantiles set exactly at the end
+    # the prior has its own learning rate: at 0 the density stays put while the encoder learns
+    density = [p.detach().clone() for p in student.entropy_bottleneck.density_parameters()]
+    enc = [p.detach().clone() for p in student.encoder.parameters()]
+    student.train_stage1(teacher, data, epochs=1, beta=0.01, prior_lr=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(density, student.entropy_bottleneck.density_parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(enc, student.encoder.parameters()))
     enc_before = {k: v.clone() for k, v in student.encoder.state_dict().items()}
     eb_before = {k: v.clone() for k, v in student.entropy_bottleneck.state_dict().items()}
     dec_before = {k: v.clone() for k, v in student.decoder.state_dict().items()}

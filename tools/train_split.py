@@ -52,6 +52,8 @@ from split_data import (DEFAULT_CACHE, ImagenetteDataset, class_names, default_d
 
 PROG = "train_split"
 TEACHER_FORMAT = "split-teacher"
+#: the prior's learning rate in stage 1 (see ``EntropicStudent.train_stage1``)
+PRIOR_LR = 1e-2
 
 
 def _fail(msg: str) -> None:
@@ -291,6 +293,7 @@ def cmd_student(args) -> None:
         t0 = time.perf_counter()
         bar = StepBar(f"b{beta_tag(beta)} stage 1", len(loader), ("loss", "distortion", "bits"))
         h1 = student.train_stage1(teacher, loader, epochs=args.stage1_epochs, beta=beta_img, lr=args.lr1,
+                                  prior_lr=args.prior_lr,
                                   progress=bar)
         bar.close()
         bar = StepBar(f"b{beta_tag(beta)} stage 2", len(loader))
@@ -303,7 +306,7 @@ def cmd_student(args) -> None:
         meta = {"beta": beta, "rate_unit": args.rate_unit, "beta_per_image_bits": beta_img, "res": res,
                 "teacher": str(args.teacher), "teacher_top1": t_top1, "student": student.config.to_dict(),
                 "edge_model": edge.hash.hex(), "stage1_epochs": args.stage1_epochs,
-                "stage2_epochs": args.stage2_epochs, "lr1": args.lr1, "lr2": args.lr2, "batch": args.batch,
+                "stage2_epochs": args.stage2_epochs, "lr1": args.lr1, "prior_lr": args.prior_lr, "lr2": args.lr2, "batch": args.batch,
                 "seed": args.seed, "train_seconds": round(train_s, 1), "machine": machine(),
                 "stage1_last": {k: float(np.mean([h[k] for h in h1[-tail:]])) for k in h1[0]} if h1 else None,
                 "stage2_last_loss": float(np.mean([h["loss"] for h in h2[-tail:]])) if h2 else None,
@@ -355,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1-epochs", type=int, default=3)
     p.add_argument("--stage2-epochs", type=int, default=2)
     p.add_argument("--lr1", type=float, default=1e-3, help="stage 1 Adam learning rate")
+    p.add_argument("--prior-lr", type=float, default=PRIOR_LR,
+                   help="stage 1 Adam learning rate of the prior's density (%(default)s; its few parameters "
+                        "start wide and must tighten within a short run)")
     p.add_argument("--lr2", type=float, default=1e-3, help="stage 2 SGD learning rate (momentum 0.9)")
     p.add_argument("--enc-channels", default="96,48", help="encoder channels (the paper's)")
     p.add_argument("--bottleneck", type=int, default=24, help="latent channels (the paper's)")

@@ -114,6 +114,36 @@ class EntropyBottleneck(nn.Module):
         logits = self._logits_cumulative(self.quantiles, stop_gradient=True)
         return torch.abs(logits - self.target).sum()
 
+    @torch.no_grad()
+    def fit_quantiles(self, iterations: int = 64) -> None:
+        """Set the quantiles to where the cumulative crosses the aux targets, by bisection.
+
+        The cumulative is monotone, so 64 halvings of a bracket pin each crossing to float
+        precision — what :meth:`aux_loss` approaches over many optimizer steps, done exactly. The
+        bracket starts at the current quantiles and doubles outwards until it holds the crossing."""
+        q = self.quantiles.detach().double()
+        target = self.target.double().reshape(1, 1, 3)
+
+        def f(x):  # logit F(x) - target, shape (C, 1, 3)
+            return self._logits_cumulative(x.to(self.quantiles.dtype)).double() - target
+
+        width = torch.ones_like(q)
+        lo, hi = q - width, q + width
+        for _ in range(200):  # widen until f(lo) <= 0 <= f(hi)
+            bad_lo, bad_hi = f(lo) > 0, f(hi) < 0
+            if not (bad_lo.any() or bad_hi.any()):
+                break
+            width = width * 2
+            lo = torch.where(bad_lo, q - width, lo)
+            hi = torch.where(bad_hi, q + width, hi)
+        else:
+            raise RuntimeError("the learned cumulative does not reach its tail targets")
+        for _ in range(iterations):
+            mid = (lo + hi) / 2
+            below = f(mid) < 0
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        self.quantiles.copy_(((lo + hi) / 2).to(self.quantiles.dtype))
+
     # -- training / evaluation -------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C, H, W) -> (x plus uniform noise in training / rounded around the medians at eval,

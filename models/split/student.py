@@ -202,11 +202,17 @@ class EntropicStudent(nn.Module):
 
     # -- training loops --------------------------------------------------------------------------
     def train_stage1(self, teacher: ResNet, loader: Iterable, *, epochs: int = 1, beta: float = 0.01,
-                     device: str | torch.device = "cpu", lr: float = 1e-3, aux_lr: float = 1e-3,
-                     max_steps: int | None = None, progress: Progress | None = None) -> list[dict]:
+                     device: str | torch.device = "cpu", lr: float = 1e-3, prior_lr: float | None = None,
+                     aux_lr: float = 1e-3, max_steps: int | None = None,
+                     progress: Progress | None = None) -> list[dict]:
         """Stage 1 (feature distillation + rate). ``loader`` yields images or (images, labels).
 
-        Returns one info dict per step (loss, distortion, bits per image, aux loss)."""
+        ``prior_lr`` (default ``lr``) is the density's own Adam rate: its few hundred parameters
+        start as a wide bump (several bits per latent whatever the encoder does) and, at the
+        encoder's rate, need far more steps to tighten than a short CPU run has. At the end the
+        quantiles are set exactly (:meth:`~.entropy_model.EntropyBottleneck.fit_quantiles`), so the
+        medians stage 2 rounds around and the table ranges do not depend on how far the auxiliary
+        optimizer got. Returns one info dict per step (loss, distortion, bits per image, aux loss)."""
         device = torch.device(device)
         self.to(device)
         teacher.to(device).eval()
@@ -214,15 +220,18 @@ class EntropicStudent(nn.Module):
         _freeze(self.tail)
         _freeze(self.encoder, False), _freeze(self.decoder, False), _freeze(self.entropy_bottleneck, False)
         eb = self.entropy_bottleneck
-        opt = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters(), *eb.density_parameters()],
+        opt = torch.optim.Adam([{"params": [*self.encoder.parameters(), *self.decoder.parameters()]},
+                                {"params": eb.density_parameters(), "lr": lr if prior_lr is None else prior_lr}],
                                lr=lr)
         aux_opt = torch.optim.Adam([eb.quantiles], lr=aux_lr)
         total = _total_steps(loader, epochs, max_steps)
         history, step = [], 0
         for _ in range(epochs):
+            if max_steps is not None and step >= max_steps:
+                break
             for item in loader:
                 if max_steps is not None and step >= max_steps:
-                    return history
+                    break
                 x, _ = _batch(item)
                 x = x.to(device)
                 self.train()
@@ -243,6 +252,7 @@ class EntropicStudent(nn.Module):
                 step += 1
                 if progress is not None:
                     progress(step, total, info)
+        eb.fit_quantiles()
         self.eval()
         return history
 
