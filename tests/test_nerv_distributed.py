@@ -143,7 +143,8 @@ def test_torchrun_nirvana_writes_one_file_like_one_process(tmp_path):
            "-m", "codec.cli.nerv", "encode", str(src), "-o", str(out), "--model", "nirvana", "--size", "4000",
            "--epochs", "15", "--group", "2", "--threads", "1", "-q"]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    # torchrun puts the failing rank's own traceback first and its summary last: show both
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr[:4000]}\n[...]\n{r.stderr[-2000:]}"
     two, _ = nerv.decode(out.read_bytes())
     one = nerv.encode(clip(), 25, model="nirvana", size=4000, options=FitOptions(epochs=15), group=2)
     info = nerv.info(out)
