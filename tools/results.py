@@ -77,7 +77,7 @@ def steps(data: Path, work: Path, quick: bool = False) -> list[Step]:
               "--cache-dir", str(w / "split" / "cache"), "--force"] + (["--batch", "16"] if q else [])),
         Step("split-students", "split", "Entropic Students for 4 rate weights β",
              ["train_split.py", "student", "--data", str(data / "imagenette"), "--teacher",
-              str(w / "split" / "teacher.npz"), "--betas", "0.25,1,4,16", "--stage1-epochs", "1" if q else "2",
+              str(w / "split" / "teacher.npz"), "--betas", "0.0625,0.125,0.25,0.5", "--stage1-epochs", "1" if q else "2",
               "--stage2-epochs", "1", "--dec-channels", "16,8" if q else "128,64", "-o", str(w / "split" / "students"),
               "--cache-dir", str(w / "split" / "cache"), "--force"] + (["--batch", "16", "--enc-channels", "8,8", "--bottleneck", "4"] if q else [])),
         Step("split-bench", "split", "top-1 vs bytes: students vs JPEG / WebP into the same teacher; edge latency",

@@ -2,7 +2,7 @@
 
     python tools/train_split.py teacher --arch resnet18 --base-width 32 --res 64 --epochs 12 \\
         -o bench_data/split/teacher.npz
-    python tools/train_split.py student --teacher bench_data/split/teacher.npz --betas 1,4,16 \\
+    python tools/train_split.py student --teacher bench_data/split/teacher.npz --betas 0.125,0.25,0.5 \\
         --stage1-epochs 3 --stage2-epochs 2 -o bench_data/split
 
 ``teacher``: a torchvision-named ResNet trained from scratch on Imagenette *train* at ``--res`` px
@@ -262,7 +262,7 @@ def cmd_student(args) -> None:
     try:
         betas = [float(b) for b in args.betas.split(",") if b.strip()]
     except ValueError:
-        _fail(f"--betas takes numbers, e.g. 1,4,16 (got {args.betas!r})")
+        _fail(f"--betas takes numbers, e.g. 0.125,0.25,0.5 (got {args.betas!r})")
     if not betas or any(not b > 0 for b in betas):
         _fail("--betas must be positive numbers")
     teacher, tmeta = load_teacher(args.teacher)
@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--teacher", type=Path, required=True, help="teacher .npz (its .json beside it)")
     p.add_argument("--res", type=int, help="must equal the teacher's resolution (taken from it by default)")
-    p.add_argument("--betas", default="1,4,16", help="rate weights, one student each")
+    p.add_argument("--betas", default="0.125,0.25,0.5", help="rate weights, one student each")
     p.add_argument("--rate-unit", choices=("pixel", "image"), default="pixel",
                    help="beta weighs bits per input pixel (beta / res^2 per image bit) or bits per image")
     p.add_argument("--stage1-epochs", type=int, default=3)
