@@ -47,13 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bitstream as bs  # noqa: E402
 from codec.split import EdgeEncoder, ServerDecoder, save_models  # noqa: E402
 from models.split import ARCHS, EntropicStudent, ResNet  # noqa: E402
+from models.split.student import PRIOR_LR  # noqa: E402
 from split_data import (DEFAULT_CACHE, ImagenetteDataset, class_names, default_data_dir, load_split,  # noqa: E402
                         normalize, require_data, resize_size_for)
 
 PROG = "train_split"
 TEACHER_FORMAT = "split-teacher"
-#: the prior's learning rate in stage 1 (see ``EntropicStudent.train_stage1``)
-PRIOR_LR = 1e-2
 
 
 def _fail(msg: str) -> None:
@@ -293,8 +292,7 @@ def cmd_student(args) -> None:
         t0 = time.perf_counter()
         bar = StepBar(f"b{beta_tag(beta)} stage 1", len(loader), ("loss", "distortion", "bits"))
         h1 = student.train_stage1(teacher, loader, epochs=args.stage1_epochs, beta=beta_img, lr=args.lr1,
-                                  prior_lr=args.prior_lr,
-                                  progress=bar)
+                                  prior_lr=args.prior_lr, progress=bar)
         bar.close()
         bar = StepBar(f"b{beta_tag(beta)} stage 2", len(loader))
         h2 = student.train_stage2(teacher, loader, epochs=args.stage2_epochs, lr=args.lr2, progress=bar)
@@ -306,7 +304,8 @@ def cmd_student(args) -> None:
         meta = {"beta": beta, "rate_unit": args.rate_unit, "beta_per_image_bits": beta_img, "res": res,
                 "teacher": str(args.teacher), "teacher_top1": t_top1, "student": student.config.to_dict(),
                 "edge_model": edge.hash.hex(), "stage1_epochs": args.stage1_epochs,
-                "stage2_epochs": args.stage2_epochs, "lr1": args.lr1, "prior_lr": args.prior_lr, "lr2": args.lr2, "batch": args.batch,
+                "stage2_epochs": args.stage2_epochs, "lr1": args.lr1, "prior_lr": args.prior_lr, "lr2": args.lr2,
+                "batch": args.batch,
                 "seed": args.seed, "train_seconds": round(train_s, 1), "machine": machine(),
                 "stage1_last": {k: float(np.mean([h[k] for h in h1[-tail:]])) for k in h1[0]} if h1 else None,
                 "stage2_last_loss": float(np.mean([h["loss"] for h in h2[-tail:]])) if h2 else None,

@@ -26,7 +26,7 @@ from codec import split  # noqa: E402
 from tools import train_split  # noqa: E402
 
 TEACHER = ["--res", "64", "--base-width", "16", "--epochs", "15", "--seed", "0"]
-BETA = 0.25  # the one student's rate weight (bits per input pixel); with the prior learning at 1e-2, larger betas cost accuracy
+BETA = 0.25  # the one student's rate weight (bits per input pixel); larger ones cost accuracy
 STUDENT = ["--betas", f"{BETA:g}", "--stage1-epochs", "4", "--stage2-epochs", "2", "--dec-channels", "128,64",
            "--seed", "0"]
 

@@ -27,8 +27,9 @@ Training (the paper's two stages):
 1. :meth:`EntropicStudent.train_stage1` — encoder, prior and decoder learn to reproduce the
    frozen teacher's features: Σ_l MSE(student_l, teacher_l) over layer1 (the decoder output) and
    layer2/3/4 (the teacher's own layers, frozen, run on the decoded features) plus β · bits per
-   image; uniform noise stands in for rounding; Adam 1e-3; the prior's quantiles follow with their
-   own Adam on :meth:`~.entropy_model.EntropyBottleneck.aux_loss`.
+   image; uniform noise stands in for rounding; Adam 1e-3 (the prior's density at 1e-2); the
+   prior's quantiles follow with their own Adam on :meth:`~.entropy_model.EntropyBottleneck.aux_loss`
+   and are solved exactly at the end (:meth:`~.entropy_model.EntropyBottleneck.fit_quantiles`).
 2. :meth:`EntropicStudent.train_stage2` — encoder and prior frozen (the latent is *rounded*, as at
    test time); decoder and tail are fine-tuned on 0.5 · cross-entropy + 0.5 · KL(teacher ‖ student)
    at temperature 1; SGD 1e-3, momentum 0.9.
@@ -38,6 +39,7 @@ stage 2 never changes the teacher that provides its targets.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable
 
@@ -50,6 +52,9 @@ from .gdn import GDN, IGDN
 from .resnet import ARCHS, ResNet, ResNetTail, layer_channels
 
 Progress = Callable[[int, int | None, dict], None]
+
+#: Stage 1's learning rate for the prior's density (see :meth:`EntropicStudent.train_stage1`).
+PRIOR_LR = 1e-2
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,12 @@ def _total_steps(loader, epochs: int, max_steps: int | None) -> int | None:
     return total
 
 
+def _batches(loader, epochs: int, max_steps: int | None):
+    """The loader's items, ``epochs`` passes over it, stopping after ``max_steps`` items (no
+    batch is loaded past that point)."""
+    return itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader, epochs)), max_steps)
+
+
 def _freeze(module: nn.Module, frozen: bool = True) -> None:
     for p in module.parameters():
         p.requires_grad_(not frozen)
@@ -202,12 +213,12 @@ class EntropicStudent(nn.Module):
 
     # -- training loops --------------------------------------------------------------------------
     def train_stage1(self, teacher: ResNet, loader: Iterable, *, epochs: int = 1, beta: float = 0.01,
-                     device: str | torch.device = "cpu", lr: float = 1e-3, prior_lr: float | None = None,
+                     device: str | torch.device = "cpu", lr: float = 1e-3, prior_lr: float = PRIOR_LR,
                      aux_lr: float = 1e-3, max_steps: int | None = None,
                      progress: Progress | None = None) -> list[dict]:
         """Stage 1 (feature distillation + rate). ``loader`` yields images or (images, labels).
 
-        ``prior_lr`` (default ``lr``) is the density's own Adam rate: its few hundred parameters
+        ``prior_lr`` is the density's own Adam rate (10× ``lr`` by default): its few hundred parameters
         start as a wide bump (several bits per latent whatever the encoder does) and, at the
         encoder's rate, need far more steps to tighten than a short CPU run has. At the end the
         quantiles are set exactly (:meth:`~.entropy_model.EntropyBottleneck.fit_quantiles`), so the
@@ -221,37 +232,31 @@ class EntropicStudent(nn.Module):
         _freeze(self.encoder, False), _freeze(self.decoder, False), _freeze(self.entropy_bottleneck, False)
         eb = self.entropy_bottleneck
         opt = torch.optim.Adam([{"params": [*self.encoder.parameters(), *self.decoder.parameters()]},
-                                {"params": eb.density_parameters(), "lr": lr if prior_lr is None else prior_lr}],
+                                {"params": eb.density_parameters(), "lr": prior_lr}],
                                lr=lr)
         aux_opt = torch.optim.Adam([eb.quantiles], lr=aux_lr)
         total = _total_steps(loader, epochs, max_steps)
-        history, step = [], 0
-        for _ in range(epochs):
-            if max_steps is not None and step >= max_steps:
-                break
-            for item in loader:
-                if max_steps is not None and step >= max_steps:
-                    break
-                x, _ = _batch(item)
-                x = x.to(device)
-                self.train()
-                self.tail.eval()  # frozen teacher layers: running statistics, not batch ones
-                with torch.no_grad():
-                    target = teacher.features(x)
-                out = self(x)
-                loss, info = self.stage1_loss(out, target, beta)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                aux = eb.aux_loss()
-                aux_opt.zero_grad(set_to_none=True)
-                aux.backward()
-                aux_opt.step()
-                info["aux"] = float(aux.detach())
-                history.append(info)
-                step += 1
-                if progress is not None:
-                    progress(step, total, info)
+        history = []
+        for step, item in enumerate(_batches(loader, epochs, max_steps), 1):
+            x, _ = _batch(item)
+            x = x.to(device)
+            self.train()
+            self.tail.eval()  # frozen teacher layers: running statistics, not batch ones
+            with torch.no_grad():
+                target = teacher.features(x)
+            out = self(x)
+            loss, info = self.stage1_loss(out, target, beta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            aux = eb.aux_loss()
+            aux_opt.zero_grad(set_to_none=True)
+            aux.backward()
+            aux_opt.step()
+            info["aux"] = float(aux.detach())
+            history.append(info)
+            if progress is not None:
+                progress(step, total, info)
         eb.fit_quantiles()
         self.eval()
         return history
@@ -273,30 +278,26 @@ class EntropicStudent(nn.Module):
         opt = torch.optim.SGD([*self.decoder.parameters(), *self.tail.parameters()], lr=lr, momentum=momentum,
                               weight_decay=weight_decay)
         total = _total_steps(loader, epochs, max_steps)
-        history, step = [], 0
-        for _ in range(epochs):
-            for item in loader:
-                if max_steps is not None and step >= max_steps:
-                    return history
-                x, labels = _batch(item)
-                if labels is None:
-                    raise ValueError("stage 2 needs (images, labels) batches")
-                x, labels = x.to(device), labels.to(device)
-                self.train()
-                self.encoder.eval()
-                self.entropy_bottleneck.eval()
-                with torch.no_grad():
-                    t_logits = teacher(x)
-                    y_hat, _ = self.entropy_bottleneck(self.encoder(x))
-                out = self.from_latent(y_hat)
-                loss = self.stage2_loss(out["logits"], t_logits, labels, temperature, alpha)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                info = {"loss": float(loss.detach())}
-                history.append(info)
-                step += 1
-                if progress is not None:
-                    progress(step, total, info)
+        history = []
+        for step, item in enumerate(_batches(loader, epochs, max_steps), 1):
+            x, labels = _batch(item)
+            if labels is None:
+                raise ValueError("stage 2 needs (images, labels) batches")
+            x, labels = x.to(device), labels.to(device)
+            self.train()
+            self.encoder.eval()
+            self.entropy_bottleneck.eval()
+            with torch.no_grad():
+                t_logits = teacher(x)
+                y_hat, _ = self.entropy_bottleneck(self.encoder(x))
+            out = self.from_latent(y_hat)
+            loss = self.stage2_loss(out["logits"], t_logits, labels, temperature, alpha)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            info = {"loss": float(loss.detach())}
+            history.append(info)
+            if progress is not None:
+                progress(step, total, info)
         self.eval()
         return history
