@@ -377,6 +377,15 @@ def test_training_stages_smoke():
     assert all(torch.equal(v, student.entropy_bottleneck.state_dict()[k]) for k, v in eb_before.items())
     assert not all(torch.equal(v, student.decoder.state_dict()[k]) for k, v in dec_before.items())
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_before.items())
+    # the paper's SGD is still there (at lr 0 it must leave the decoder alone); a loader without a
+    # length (no cosine horizon) still trains under Adam; an unknown optimizer is refused
+    dec_before = {k: v.clone() for k, v in student.decoder.state_dict().items()}
+    student.train_stage2(teacher, data, epochs=1, optimizer="sgd", lr=0.0)
+    assert all(torch.equal(v, student.decoder.state_dict()[k]) for k, v in dec_before.items())
+    assert len(student.train_stage2(teacher, iter(data), epochs=1)) == 2
+    assert not all(torch.equal(v, student.decoder.state_dict()[k]) for k, v in dec_before.items())
+    with pytest.raises(ValueError, match="optimizer"):
+        student.train_stage2(teacher, data, optimizer="lbfgs")
     logits, t_logits = torch.randn(4, 10), torch.randn(4, 10)
     y = torch.tensor([0, 1, 2, 3])
     assert torch.isclose(EntropicStudent.stage2_loss(t_logits, t_logits, y),

@@ -27,7 +27,7 @@ from tools import train_split  # noqa: E402
 
 TEACHER = ["--res", "64", "--base-width", "16", "--epochs", "15", "--seed", "0"]
 BETA = 0.25  # the one student's rate weight (bits per input pixel); larger ones cost accuracy
-STUDENT = ["--betas", f"{BETA:g}", "--stage1-epochs", "4", "--stage2-epochs", "2", "--dec-channels", "128,64",
+STUDENT = ["--betas", f"{BETA:g}", "--stage1-epochs", "6", "--stage2-epochs", "10", "--dec-channels", "128,64",
            "--seed", "0"]
 
 

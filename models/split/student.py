@@ -32,7 +32,11 @@ Training (the paper's two stages):
    and are solved exactly at the end (:meth:`~.entropy_model.EntropyBottleneck.fit_quantiles`).
 2. :meth:`EntropicStudent.train_stage2` — encoder and prior frozen (the latent is *rounded*, as at
    test time); decoder and tail are fine-tuned on 0.5 · cross-entropy + 0.5 · KL(teacher ‖ student)
-   at temperature 1; SGD 1e-3, momentum 0.9.
+   at temperature 1. The paper uses SGD 1e-3, momentum 0.9 (``optimizer="sgd"``); the default here
+   is Adam 1e-3 with a cosine decay, because a CPU-sized stage 2 of a few epochs barely moves
+   under SGD 1e-3 (Imagenette at 64 px, one stage-1 student, 2 epochs of stage 2: SGD 1e-3
+   52.2 % top-1, Adam 1e-3 58.0 % -- that sweep decayed Adam along a one-cycle schedule --,
+   8 epochs of Adam 63.4 %).
 
 The student's tail is a *copy* of the teacher's layers (frozen in stage 1, trained in stage 2), so
 stage 2 never changes the teacher that provides its targets.
@@ -262,22 +266,33 @@ class EntropicStudent(nn.Module):
         return history
 
     def train_stage2(self, teacher: ResNet, loader: Iterable, *, epochs: int = 1,
-                     device: str | torch.device = "cpu", lr: float = 1e-3, momentum: float = 0.9,
-                     weight_decay: float = 0.0, temperature: float = 1.0, alpha: float = 0.5,
-                     max_steps: int | None = None, progress: Progress | None = None) -> list[dict]:
+                     device: str | torch.device = "cpu", lr: float = 1e-3, optimizer: str = "adam",
+                     momentum: float = 0.9, weight_decay: float = 0.0, temperature: float = 1.0,
+                     alpha: float = 0.5, max_steps: int | None = None,
+                     progress: Progress | None = None) -> list[dict]:
         """Stage 2 (classification fine-tuning). ``loader`` yields (images, labels).
 
         Encoder and prior are frozen and run at eval (the latent is rounded around the medians);
-        decoder and tail learn. Returns one info dict per step (loss)."""
+        decoder and tail learn. ``optimizer``: ``"adam"`` (default; ``lr`` decays to 0 along a
+        cosine over the run when its length is known) or ``"sgd"`` (the paper's: constant ``lr``,
+        ``momentum``). Returns one info dict per step (loss)."""
         device = torch.device(device)
         self.to(device)
         teacher.to(device).eval()
         _freeze(teacher)
         _freeze(self.encoder), _freeze(self.entropy_bottleneck)
         _freeze(self.decoder, False), _freeze(self.tail, False)
-        opt = torch.optim.SGD([*self.decoder.parameters(), *self.tail.parameters()], lr=lr, momentum=momentum,
-                              weight_decay=weight_decay)
+        params = [*self.decoder.parameters(), *self.tail.parameters()]
         total = _total_steps(loader, epochs, max_steps)
+        sched = None
+        if optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        elif optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+            if total:
+                sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+        else:
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r}")
         history = []
         for step, item in enumerate(_batches(loader, epochs, max_steps), 1):
             x, labels = _batch(item)
@@ -295,6 +310,8 @@ class EntropicStudent(nn.Module):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             info = {"loss": float(loss.detach())}
             history.append(info)
             if progress is not None:
