@@ -386,11 +386,31 @@ def test_training_stages_smoke():
     assert not all(torch.equal(v, student.decoder.state_dict()[k]) for k, v in dec_before.items())
     with pytest.raises(ValueError, match="optimizer"):
         student.train_stage2(teacher, data, optimizer="lbfgs")
+    # stage 1 may decay its rates along a cosine; an unknown schedule is refused before training
+    assert len(student.train_stage1(teacher, data, epochs=1, beta=0.01, schedule="cosine")) == 2
+    with pytest.raises(ValueError, match="schedule"):
+        student.train_stage1(teacher, data, schedule="step")
     logits, t_logits = torch.randn(4, 10), torch.randn(4, 10)
     y = torch.tensor([0, 1, 2, 3])
     assert torch.isclose(EntropicStudent.stage2_loss(t_logits, t_logits, y),
                          0.5 * torch.nn.functional.cross_entropy(t_logits, y), atol=1e-6)
     assert EntropicStudent.stage2_loss(logits, t_logits, y) > EntropicStudent.stage2_loss(t_logits, t_logits, y) - 5
+
+
+def test_cosine_schedule_reaches_zero():
+    from models.split.student import _schedule
+
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([{"params": [w]}, {"params": [], "lr": 1e-2}], lr=1e-3)
+    sched = _schedule(opt, "cosine", 4)
+    lrs = []
+    for _ in range(4):
+        opt.step()
+        sched.step()
+        lrs.append([g["lr"] for g in opt.param_groups])
+    assert lrs[0][0] < 1e-3 and lrs[0][1] < 1e-2 and lrs[-1] == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert all(a[0] > b[0] for a, b in zip(lrs, lrs[1:]))  # every group decays, each from its own rate
+    assert _schedule(opt, "constant", 4) is None and _schedule(opt, "cosine", None) is None
 
 
 # -- HTTP service --------------------------------------------------------------------------------

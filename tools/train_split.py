@@ -299,7 +299,7 @@ def cmd_student(args) -> None:
         t0 = time.perf_counter()
         bar = StepBar(f"b{beta_tag(beta)} stage 1", len(loader), ("loss", "distortion", "bits"))
         h1 = student.train_stage1(teacher, loader, epochs=args.stage1_epochs, beta=beta_img, lr=args.lr1,
-                                  prior_lr=args.prior_lr, progress=bar)
+                                  prior_lr=args.prior_lr, schedule=args.schedule1, progress=bar)
         bar.close()
         bar = StepBar(f"b{beta_tag(beta)} stage 2", len(loader))
         h2 = student.train_stage2(teacher, loader, epochs=args.stage2_epochs, lr=args.lr2,
@@ -313,7 +313,7 @@ def cmd_student(args) -> None:
                 "teacher": str(args.teacher), "teacher_top1": t_top1, "student": student.config.to_dict(),
                 "edge_model": edge.hash.hex(), "stage1_epochs": args.stage1_epochs,
                 "stage2_epochs": args.stage2_epochs, "lr1": args.lr1, "prior_lr": args.prior_lr, "lr2": args.lr2,
-                "optimizer2": args.optimizer2,
+                "schedule1": args.schedule1, "optimizer2": args.optimizer2,
                 "batch": args.batch,
                 "seed": args.seed, "train_seconds": round(train_s, 1), "machine": machine(),
                 "stage1_last": {k: float(np.mean([h[k] for h in h1[-tail:]])) for k in h1[0]} if h1 else None,
@@ -369,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-lr", type=float, default=PRIOR_LR,
                    help="stage 1 Adam learning rate of the prior's density (%(default)s; its few parameters "
                         "start wide and must tighten within a short run)")
+    p.add_argument("--schedule1", choices=("constant", "cosine"), default="constant",
+                   help="stage 1 learning rates: constant (the paper's) or decaying to 0 along a cosine")
     p.add_argument("--lr2", type=float, default=1e-3, help="stage 2 learning rate")
     p.add_argument("--optimizer2", choices=("adam", "sgd"), default="adam",
                    help="stage 2 optimizer: Adam with a cosine decay, or the paper's SGD (momentum 0.9)")

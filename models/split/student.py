@@ -140,6 +140,16 @@ def _total_steps(loader, epochs: int, max_steps: int | None) -> int | None:
     return total
 
 
+def _schedule(opt, schedule: str, total: int | None):
+    """The per-step scheduler for ``schedule`` ("constant": none; "cosine": to 0 over ``total``
+    steps, none when the run's length is unknown)."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', not {schedule!r}")
+    if schedule == "cosine" and total:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+    return None
+
+
 def _batches(loader, epochs: int, max_steps: int | None):
     """The loader's items, ``epochs`` passes over it, stopping after ``max_steps`` items (no
     batch is loaded past that point)."""
@@ -218,9 +228,12 @@ class EntropicStudent(nn.Module):
     # -- training loops --------------------------------------------------------------------------
     def train_stage1(self, teacher: ResNet, loader: Iterable, *, epochs: int = 1, beta: float = 0.01,
                      device: str | torch.device = "cpu", lr: float = 1e-3, prior_lr: float = PRIOR_LR,
-                     aux_lr: float = 1e-3, max_steps: int | None = None,
+                     aux_lr: float = 1e-3, max_steps: int | None = None, schedule: str = "constant",
                      progress: Progress | None = None) -> list[dict]:
         """Stage 1 (feature distillation + rate). ``loader`` yields images or (images, labels).
+
+        ``schedule``: ``"constant"`` (the paper's Adam ``lr``) or ``"cosine"`` (``lr`` and
+        ``prior_lr`` decay to 0 along a cosine over the run when its length is known).
 
         ``prior_lr`` is the density's own Adam rate (10× ``lr`` by default): its few hundred parameters
         start as a wide bump (several bits per latent whatever the encoder does) and, at the
@@ -240,6 +253,7 @@ class EntropicStudent(nn.Module):
                                lr=lr)
         aux_opt = torch.optim.Adam([eb.quantiles], lr=aux_lr)
         total = _total_steps(loader, epochs, max_steps)
+        sched = _schedule(opt, schedule, total)
         history = []
         for step, item in enumerate(_batches(loader, epochs, max_steps), 1):
             x, _ = _batch(item)
@@ -253,6 +267,8 @@ class EntropicStudent(nn.Module):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             aux = eb.aux_loss()
             aux_opt.zero_grad(set_to_none=True)
             aux.backward()
@@ -289,8 +305,7 @@ class EntropicStudent(nn.Module):
             opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
         elif optimizer == "adam":
             opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-            if total:
-                sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+            sched = _schedule(opt, "cosine", total)
         else:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r}")
         history = []
