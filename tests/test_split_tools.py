@@ -92,7 +92,7 @@ def test_train_and_bench_end_to_end(data, tmp_path):
     bench = tmp_path / "bench"
     assert bench_split.main(["--data", str(data), "--cache-dir", str(cache), "--teacher", str(teacher),
                              "--students", str(out), "--out", str(bench), "--jpeg", "10,50", "--webp", "10,50",
-                             "--latency-images", "2", "--threads", "1"]) == 0
+                             "--latency-images", "2", "--latency-res", "48", "--threads", "1"]) == 0
     docs = {p.stem: json.loads(p.read_text()) for p in bench.glob("*.json")}
     assert set(docs) == {"jpeg", "webp", "entropic-student", "teacher-uncompressed"}
     for name, doc in docs.items():
@@ -106,11 +106,14 @@ def test_train_and_bench_end_to_end(data, tmp_path):
         assert small < large < 3072
         assert docs[codec]["results"]["quality"] == [10, 50]
     assert docs["entropic-student"]["results"]["edge_ms"][0] > 0
+    for codec in ("entropic-student", "jpeg", "webp"):  # encode latency on the larger crops, resize included
+        assert all(ms > 0 for ms in docs[codec]["results"]["edge_ms_48"])
     assert docs["entropic-student"]["results"]["bytes"][0] == pytest.approx(smeta["val"]["bytes"])
     assert (bench / "summary.md").is_file()
     if importlib.util.find_spec("matplotlib") is not None:  # plotting is in the bench extra only
         assert (bench / "rate_accuracy.png").is_file()
-    assert "Paper-style check" in (bench / "summary.md").read_text()
+    summary = (bench / "summary.md").read_text()
+    assert "Paper-style check" in summary and "encode ms at 48 px" in summary
 
 
 def test_bytes_at_interpolates():
