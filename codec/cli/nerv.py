@@ -142,13 +142,15 @@ def cmd_encode(args) -> None:
                               options=opts, group=args.group, progress=bar)
         finally:
             bar.close()
-        if res is None:  # a rank > 0: its groups went to rank 0
-            return
-        bs.atomic_write(out, res.data, force=args.force, inputs=[args.input])
-        T, H, W = video.count, video.height, video.width
-        p = psnr(res.frames, video.frames)
-        _log(args, f"{out}: {len(res.data)} bytes, {8 * len(res.data) / (T * H * W):.4f} bpp, "
-                   f"PSNR {p:.2f} dB, {res.fitted.seconds:.1f} s")
+        if res is not None:  # rank 0 (a rank > 0 sent its groups to rank 0)
+            bs.atomic_write(out, res.data, force=args.force, inputs=[args.input])
+            T, H, W = video.count, video.height, video.width
+            p = psnr(res.frames, video.frames)
+            _log(args, f"{out}: {len(res.data)} bytes, {8 * len(res.data) / (T * H * W):.4f} bpp, "
+                       f"PSNR {p:.2f} dB, {res.fitted.seconds:.1f} s")
+        # every rank leaves the group together: a rank that tore its gloo group down while rank 0
+        # was still finishing aborted now and then ("terminate called without an active exception")
+        dd.barrier(tm)
     finally:
         dd.finish()
 
