@@ -186,21 +186,12 @@ def student_beta(edge_path: Path):
 def edge_latency(edge, files, count: int, reference: list[bytes]) -> float:
     """Median ms of ``EdgeEncoder.encode`` on raw decoded files with 1 torch thread; checks the
     bytes equal ``reference`` (the benchmark's encodes of the cached crops)."""
-    enc = EdgeEncoder(edge)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        times = []
-        for i, f in enumerate(files[:count]):
-            raw = read_rgb(f)
-            t = time.perf_counter()
-            data = enc.encode(raw)
-            times.append(time.perf_counter() - t)
-            if i < len(reference) and data != reference[i]:
-                raise RuntimeError(f"{f}: encoding the raw image gives other bytes than the cached crop")
-    finally:
-        torch.set_num_threads(threads)
-    return 1000 * statistics.median(times) if times else float("nan")
+    raws = [read_rgb(f) for f in files[:count]]
+    ms, outputs = timed(EdgeEncoder(edge).encode, raws, warm_up=False)
+    for f, data, ref in zip(files, outputs, reference):
+        if data != ref:
+            raise RuntimeError(f"{f}: encoding the raw image gives other bytes than the cached crop")
+    return float("nan") if ms is None else ms
 
 
 def resized_edge(edge, res: int):
@@ -219,22 +210,29 @@ def big_inputs(files, count: int, res: int) -> tuple[list[np.ndarray], list[np.n
     return raws, [center_crop(r, res, resize_size_for(res)) for r in raws]
 
 
-def median_ms(fn, items) -> float | None:
-    """Median ms of ``fn(item)`` over ``items`` (1 torch thread; one untimed warm-up call)."""
+def timed(fn, items, warm_up: bool = True) -> tuple[float | None, list]:
+    """(median ms of ``fn(item)`` over ``items``, the outputs), with 1 torch thread and, with
+    ``warm_up``, one untimed call first."""
     if not items:
-        return None
+        return None, []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        fn(items[0])
-        times = []
+        if warm_up:
+            fn(items[0])
+        times, outputs = [], []
         for it in items:
             t = time.perf_counter()
-            fn(it)
+            outputs.append(fn(it))
             times.append(time.perf_counter() - t)
     finally:
         torch.set_num_threads(threads)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(times), outputs
+
+
+def median_ms(fn, items) -> float | None:
+    """Median ms of ``fn(item)`` over ``items`` (1 torch thread; one untimed warm-up call)."""
+    return timed(fn, items)[0]
 
 
 def run_student(edge_p: Path, server_p: Path, crops, labels, files, res: int, latency_images: int,
