@@ -19,7 +19,7 @@ from codec import nerv
 from codec.metrics import psnr
 from codec.video_io import write_video
 from models.inr import FitOptions
-from models.inr.distributed import Team, segment, share
+from models.inr.distributed import Team, leave, segment, share, team
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,6 +104,7 @@ def _worker(rank, size, init, kind, src, out, opts, fail_rank):
         if res is not None:
             Path(out).write_bytes(res.data)
             np.save(str(out) + ".frames.npy", res.frames)
+        leave(team())  # as the CLI ends a rank
     finally:
         dist.destroy_process_group()
 
@@ -144,7 +145,8 @@ def test_torchrun_nirvana_writes_one_file_like_one_process(tmp_path):
            "--epochs", "15", "--group", "2", "--threads", "1", "-q"]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     # torchrun puts the failing rank's own traceback first and its summary last: show both
-    assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr[:4000]}\n[...]\n{r.stderr[-2000:]}"
+    assert r.returncode == 0, (f"exit {r.returncode}, output {'written' if out.exists() else 'not written'}\n"
+                               f"{r.stderr[:4000]}\n[...]\n{r.stderr[-2000:]}")
     two, _ = nerv.decode(out.read_bytes())
     one = nerv.encode(clip(), 25, model="nirvana", size=4000, options=FitOptions(epochs=15), group=2)
     info = nerv.info(out)

@@ -148,9 +148,7 @@ def cmd_encode(args) -> None:
             p = psnr(res.frames, video.frames)
             _log(args, f"{out}: {len(res.data)} bytes, {8 * len(res.data) / (T * H * W):.4f} bpp, "
                        f"PSNR {p:.2f} dB, {res.fitted.seconds:.1f} s")
-        # every rank leaves the group together: a rank that tore its gloo group down while rank 0
-        # was still finishing aborted now and then ("terminate called without an active exception")
-        dd.barrier(tm)
+        dd.leave(tm)  # a multi-rank job ends here (every rank together, no teardown: see leave)
     finally:
         dd.finish()
 
