@@ -34,6 +34,7 @@ from models.inr import (
     KINDS, FitOptions, Fitted, HNeRVConfig, NeRVppConfig, NirvanaConfig, QuantizedTensor, build_net,
     decoder_from, dequantize_embeddings, fit, group_count, hnerv_config, nervpp_config, nirvana_params, render,
 )
+from models.inr.distributed import team
 
 WEIGHTS = "W"
 EMBEDDINGS = "E"
@@ -306,7 +307,7 @@ def encode(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | None
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError("frames must be a nonempty uint8 array (T, H, W, 3)")
     T, H, W, _ = frames.shape
-    opts = options or FitOptions()
+    opts = (options or FitOptions()).for_model(model, team().size)
     cfg = make_config(model, H, W, T, size=size, bpp=bpp, group=group)
     fitted = fit(frames, model, cfg, opts, progress)
     if fitted is None:  # a rank > 0 of a distributed encode: rank 0 holds the result
@@ -315,7 +316,7 @@ def encode(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | None
     psnr = float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
     texts = {"encoder": "nervcodec (neural-codecs)", "psnr": f"{psnr:.4f}",
              "settings": json.dumps({"epochs": opts.epochs, "lam": opts.lam, "lr": opts.lr,
-                                     "batch": opts.batch or (1 if model == "nirvana" else 4), "seed": opts.seed}, sort_keys=True)}
+                                     "batch": opts.batch, "seed": opts.seed}, sort_keys=True)}
     return EncodeResult(pack(fitted, fps, texts), fitted, model)
 
 

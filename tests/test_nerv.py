@@ -66,6 +66,41 @@ def test_header_and_info(encoded):
         assert d["embedding_chunks"] == (1 if kind == "hnerv" else 0)
 
 
+def test_model_defaults_fill_only_what_the_user_left_open():
+    """The batch defaults per model (one frame per step, NeRV++ four); a batch the user set is kept;
+    data-parallel ranks get at least a frame each by default."""
+    o = FitOptions()
+    assert [o.for_model(k).batch for k in ("hnerv", "nervpp", "nirvana")] == [1, 4, 1]
+    assert o.for_model("hnerv", ranks=2).batch == 2 and o.for_model("nirvana", ranks=2).batch == 1
+    assert FitOptions(batch=3).for_model("hnerv", ranks=4).batch == 3
+    res = nerv.encode(tiny_clip(T=2), 24, model="hnerv", size=1500, options=FitOptions(epochs=1))
+    assert json.loads(nerv.info(res.data)["settings"]) == {"batch": 1, "epochs": 1, "lam": 0.02, "lr": 2e-3,
+                                                           "seed": 0}  # the file says what was used
+
+
+def test_a_collapsed_epoch_is_rolled_back_at_half_the_learning_rate():
+    from models.inr.fit import _Rollback, _schedule
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    sched = _schedule(opt, 100, 0.0)
+    guard = _Rollback(net, opt, sched, drop=3.0)
+    for psnr in (10.0, 20.0, 25.0):
+        net(torch.ones(1, 3)).sum().backward()
+        opt.step()
+        sched.step()
+        assert not guard(psnr)
+    kept = net.weight.detach().clone()
+    lr = opt.param_groups[0]["lr"]
+    with torch.no_grad():
+        net.weight.add_(5.0)
+    assert not guard(23.0)  # a small dip (the loss trading quality for rate) is left alone
+    assert guard(21.0)  # a collapse: back to the 25 dB weights, half the rate from here on
+    assert torch.equal(net.weight, kept) and opt.param_groups[0]["lr"] == lr / 2
+    sched.step()
+    assert opt.param_groups[0]["lr"] < lr / 2 * 1.001
+
+
 def test_training_runs_on_quantized_weights():
     """The network always sees integers times the step; the rate estimate is differentiable."""
     net = torch.nn.Linear(5, 3)

@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training passes over the video (NIRVANA: per group) (%(default)s)")
     p.add_argument("--lam", type=real(0), default=0.02, help="rate weight λ in MSE + λ·bpp (%(default)s)")
     p.add_argument("--lr", type=real(0, strict=True), default=2e-3, help="Adam learning rate (%(default)s)")
-    p.add_argument("--batch", type=whole(1), help="frames per step (default 4; NIRVANA: patches of 1 frame)")
+    p.add_argument("--batch", type=whole(1),
+                   help="frames per step (default 1, NeRV++ 4; NIRVANA: patches of that many frames)")
     p.add_argument("--group", type=whole(1), default=16, help="frames per group (NIRVANA) (%(default)s)")
     p.add_argument("--burn-in", type=whole(0), default=2, metavar="N",
                    help="NIRVANA under torchrun: groups each rank after the first trains before its own "
