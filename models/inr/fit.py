@@ -8,6 +8,7 @@ final evaluation and the decoded file agree by construction.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -50,8 +51,10 @@ class FitOptions:
 
         HNeRV learns far more per second from one frame per step than from four (benchmark clip,
         12 epochs at lr 2e-3: 25.5 dB at 0.035 bpp vs 23.9 dB at 0.041 bpp, 1.4x the time)."""
-        batch = self.batch if self.batch is not None else (4 if kind == "nervpp" else 1)
-        if self.batch is None and kind != "nirvana":
+        if self.batch is not None:
+            return self
+        batch = 4 if kind == "nervpp" else 1
+        if kind != "nirvana":  # NIRVANA's ranks train groups of their own, not shares of a batch
             batch = max(batch, ranks)
         return dataclasses.replace(self, batch=batch)
 
@@ -214,8 +217,6 @@ class _Rollback:
 
     def __call__(self, psnr: float) -> bool:
         """Record an epoch's PSNR; True if it rolled back."""
-        import copy
-
         if psnr >= self.best:
             self.best = psnr
             self.saved = ({k: v.detach().clone() for k, v in self.module.state_dict().items()},
