@@ -6,7 +6,9 @@ File layout (``bitstream/FORMAT.md`` §13 has every byte):
   its hyper-parameters as canonical JSON (``{"v":1,"model":…,"config":{…},"pix_fmt":"rgb24"}``);
 - ``W`` chunks (critical): one network's integer weights — HNeRV and NeRV++ have one, NIRVANA one
   per group of frames, in order (a group may be coded as the residual against the previous one);
-- ``E`` chunks (critical, HNeRV only): the integer embeddings of a run of consecutive frames;
+- ``E`` chunks (critical, HNeRV only): the integer embeddings of a run of consecutive frames, the
+  run's first frame as it is and the others as differences to their predecessor (format v2; v1
+  files, eight frames per run each coded as it is under the chunk's own table, still decode);
 - ``t`` chunks (ancillary): what the encoder measured (PSNR, settings), for ``nervcodec info``.
 
 Integers are coded by the shared entropy layer under empirical-histogram :class:`~bitstream.CdfTable`
@@ -31,7 +33,7 @@ import bitstream as bs
 from bitstream import AbsurdSizeError, MalformedError
 from bitstream.varint import decode_uvarint, encode_uvarint
 from models.inr import (
-    KINDS, FitOptions, Fitted, HNeRVConfig, NeRVppConfig, NirvanaConfig, QuantizedTensor, build_net,
+    EMB_RUN, KINDS, FitOptions, Fitted, HNeRVConfig, NeRVppConfig, NirvanaConfig, QuantizedTensor, build_net,
     decoder_from, dequantize_embeddings, fit, group_count, hnerv_config, nervpp_config, nirvana_params, render,
 )
 from models.inr.distributed import team
@@ -39,10 +41,11 @@ from models.inr.distributed import team
 WEIGHTS = "W"
 EMBEDDINGS = "E"
 CHUNK_TYPES = WEIGHTS + EMBEDDINGS
-FORMAT_VERSION = 1
-
-#: Frames per ``E`` chunk (HNeRV): the unit a single-frame decode reads.
-EMB_RUN = 8
+FORMAT_VERSION = 2
+#: Versions this reader decodes (v1: HNeRV embeddings coded frame by frame, 8 frames per chunk).
+READABLE_VERSIONS = (1, 2)
+#: Frames per ``E`` chunk (HNeRV), by format version: the unit a single-frame decode reads.
+EMB_RUNS = {1: 8, 2: EMB_RUN}
 #: Tensors with fewer values share one table row; larger ones get their own.
 SMALL_TENSOR = 256
 #: Widest table row; values outside it are escape-coded (exact, just dearer).
@@ -99,7 +102,7 @@ def params_to_config(header: bs.Header, name: str | None):
     """Parse and validate the header's model description; sizes are checked before building."""
     try:
         doc = json.loads(header.params.decode("utf-8"))
-        if not isinstance(doc, dict) or doc.get("v") != FORMAT_VERSION:
+        if not isinstance(doc, dict) or doc.get("v") not in READABLE_VERSIONS:
             raise NervError(f"unsupported nerv format version {doc.get('v') if isinstance(doc, dict) else '?'}", name)
         kind = doc.get("model")
         if kind not in _CONFIGS:
@@ -115,6 +118,7 @@ def params_to_config(header: bs.Header, name: str | None):
             if isinstance(v, list) and (len(v) > 16 or not all(isinstance(i, int) and 1 <= i <= 64 for i in v)):
                 raise AbsurdSizeError(f"model config {k}={v} out of range", name)
         cfg = _CONFIGS[kind](**fields)
+        version = doc["v"]
     except bs.BitstreamError:
         raise
     except (ValueError, TypeError, KeyError, UnicodeDecodeError, RecursionError, ArithmeticError) as err:
@@ -131,7 +135,7 @@ def params_to_config(header: bs.Header, name: str | None):
             raise NervError(f"model config does not build a network ({err})", name) from None
     if n > MAX_PARAMS:
         raise AbsurdSizeError(f"model declares {n} parameters (limit {MAX_PARAMS})", name)
-    return kind, cfg
+    return kind, cfg, version
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,11 +269,31 @@ class EncodeResult:
         return self.fitted.frames.numpy()
 
 
-def _emb_chunks(emb: list[QuantizedTensor]) -> Iterator[bytes]:
-    T = emb[0].ints.shape[0]
-    for lo in range(0, T, EMB_RUN):
-        hi = min(T, lo + EMB_RUN)
-        yield encode_ints([np.stack([t.ints[lo:hi].numpy() for t in emb], axis=1)])
+def _delta_layout(ints: np.ndarray, run: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer embeddings (n, C, h, w) of runs of ``run`` frames → (values coded, table row of each):
+    a run's first frame as it is (row 0), every other frame minus its predecessor (row 1)."""
+    vals = ints.copy()
+    rows = np.ones(ints.shape, dtype=np.int64)
+    for lo in range(0, len(ints), run):
+        hi = min(len(ints), lo + run)
+        vals[lo + 1:hi] = ints[lo + 1:hi] - ints[lo:hi - 1]
+        rows[lo] = 0
+    return vals, rows
+
+
+def _emb_table(ints: np.ndarray) -> bs.CdfTable:
+    """The table all ``E`` chunks share (it travels in the ``W`` chunk): intra row, delta row."""
+    vals, rows = _delta_layout(ints, EMB_RUN)
+    return _empirical_table([vals[rows == 0], vals[rows == 1]])
+
+
+def _emb_chunks(ints: np.ndarray, table: bs.CdfTable) -> Iterator[bytes]:
+    """``E`` bodies (v2): per run, the value count and the entropy stream of its coded values."""
+    for lo in range(0, len(ints), EMB_RUN):
+        vals, rows = _delta_layout(ints[lo:lo + EMB_RUN], EMB_RUN)
+        enc = bs.Encoder()
+        enc.encode_factorized(vals.ravel(), table, rows.ravel())
+        yield encode_uvarint(vals.size) + enc.to_bytes()
 
 
 def pack(fitted: Fitted, fps, texts: dict[str, str] | None = None) -> bytes:
@@ -281,10 +305,13 @@ def pack(fitted: Fitted, fps, texts: dict[str, str] | None = None) -> bytes:
     for i, w in enumerate(fitted.groups):
         chunks.append((WEIGHTS, encode_weights(w, prev)))
         prev = w
-    if kind == "hnerv":  # the embeddings' steps ride in front of the network they feed
+    if kind == "hnerv":  # the embeddings' steps and table ride in front of the network they feed
+        ints = np.stack([t.ints.numpy() for t in fitted.emb], axis=1)
         steps = _pack_floats([t.step for t in fitted.emb])
-        chunks[0] = (WEIGHTS, encode_uvarint(len(steps)) + steps + chunks[0][1])
-        chunks += [(EMBEDDINGS, b) for b in _emb_chunks(fitted.emb)]
+        table = _emb_table(ints)
+        tb = table.to_bytes()
+        chunks[0] = (WEIGHTS, encode_uvarint(len(steps)) + steps + encode_uvarint(len(tb)) + tb + chunks[0][1])
+        chunks += [(EMBEDDINGS, b) for b in _emb_chunks(ints, table)]
     for k, v in (texts or {}).items():
         chunks.append(bs.text_chunk(k, v))
     header = bs.Header(kind=bs.CodecKind.NERV, width=cfg.width, height=cfg.height, channels=3, count=T,
@@ -340,13 +367,14 @@ class NervReader:
                 raise NervError("nerv header lacks the frame size, count, fps or channels", self.name)
             if h.count == 0:
                 raise NervError("nerv file declares zero frames", self.name)
-            self.kind, self.config = params_to_config(h, self.name)
+            self.kind, self.config, self.version = params_to_config(h, self.name)
         except BaseException:
             self._r.close()
             raise
         self.header = h
         self.width, self.height, self.count, self.fps = h.width, h.height, h.count, h.fps
         self._shapes = _shapes(self.kind, self.config)
+        self.emb_run = EMB_RUNS[self.version]
         self._index = None
 
     # -- structure ------------------------------------------------------------------------------
@@ -356,7 +384,7 @@ class NervReader:
             w = [c for c in infos if c.type == WEIGHTS]
             e = [c for c in infos if c.type == EMBEDDINGS]
             want_w = group_count(self.config, self.count) if self.kind == "nirvana" else 1
-            want_e = -(-self.count // EMB_RUN) if self.kind == "hnerv" else 0
+            want_e = -(-self.count // self.emb_run) if self.kind == "hnerv" else 0
             if len(w) != want_w or len(e) != want_e:
                 raise NervError(f"file has {len(w)} weight and {len(e)} embedding chunks; "
                                 f"{self.kind} with {self.count} frames needs {want_w} and {want_e}", self.name)
@@ -364,21 +392,41 @@ class NervReader:
         return self._index
 
     def _weights(self, body: bytes, prev):
-        emb_steps = None
+        """A ``W`` body → (tensors, embedding coding): HNeRV's embedding steps (and, from v2, the
+        table its ``E`` chunks share) ride in front of the weights."""
+        emb = None
         if self.kind == "hnerv":
             n, pos = decode_uvarint(body, 0)
             if n != 4 * self.config.emb_ch:
                 raise NervError("embedding step block has the wrong size", self.name)
-            emb_steps, _ = _unpack_floats(body, pos, self.config.emb_ch, self.name)
-            body = body[pos + n:]
-        return decode_weights(body, self._shapes, prev, self.name), emb_steps
+            steps, pos = _unpack_floats(body, pos, self.config.emb_ch, self.name)
+            table = None
+            if self.version >= 2:
+                n, pos = decode_uvarint(body, pos)
+                if n > len(body) - pos:
+                    raise bs.TruncatedError("embedding table runs past the chunk", self.name)
+                table, used = bs.CdfTable.from_bytes(body[pos:pos + n], self.name)
+                if used != n or table.rows != 2:
+                    raise NervError(f"embedding table has {table.rows} rows, 2 expected", self.name)
+                pos += n
+            emb = (steps, table)
+            body = body[pos:]
+        return decode_weights(body, self._shapes, prev, self.name), emb
 
-    def _embeddings(self, body: bytes, run: int, steps: list[float]) -> torch.Tensor:
+    def _embeddings(self, body: bytes, run: int, emb) -> torch.Tensor:
+        steps, table = emb
         c, h, w = self.config.emb_shape
-        n = min(EMB_RUN, self.count - run * EMB_RUN)
-        (ints,) = decode_ints(body, [(n, c, h, w)], self.name)
-        emb = [QuantizedTensor(torch.from_numpy(ints[:, k].copy()), steps[k]) for k in range(c)]
-        return dequantize_embeddings(emb)
+        n = min(self.emb_run, self.count - run * self.emb_run)
+        if table is None:  # v1: the chunk's own table, every frame as it is
+            (ints,) = decode_ints(body, [(n, c, h, w)], self.name)
+        else:
+            count, pos = decode_uvarint(body, 0)
+            if count != n * c * h * w:
+                raise NervError(f"embedding chunk holds {count} integers, {n * c * h * w} expected", self.name)
+            _, rows = _delta_layout(np.zeros((n, c, h, w), np.int64), self.emb_run)
+            vals = bs.Decoder(body[pos:], self.name).decode_factorized(table, rows)
+            ints = np.cumsum(vals, axis=0)
+        return dequantize_embeddings([QuantizedTensor(torch.from_numpy(ints[:, k].copy()), steps[k]) for k in range(c)])
 
     def _net(self, tensors):
         try:
@@ -398,7 +446,7 @@ class NervReader:
                 yield render("nirvana", self.config, self._net(prev), count=n, frames=range(n),
                              device=device).numpy()
             return
-        tensors, steps = self._weights(self._r.read_chunk(wi[0]).body, None)
+        tensors, emb_coding = self._weights(self._r.read_chunk(wi[0]).body, None)
         net = self._net(tensors)
         if self.kind == "nervpp":
             for lo in range(0, self.count, batch):
@@ -406,8 +454,8 @@ class NervReader:
                              frames=range(lo, min(self.count, lo + batch)), device=device).numpy()
             return
         for run, info in enumerate(ei):
-            emb = self._embeddings(self._r.read_chunk(info).body, run, steps)
-            lo = run * EMB_RUN
+            emb = self._embeddings(self._r.read_chunk(info).body, run, emb_coding)
+            lo = run * self.emb_run
             yield render("hnerv", self.config, net, count=self.count, frames=range(lo, lo + len(emb)),
                          emb=emb, device=device).numpy()
 
@@ -428,13 +476,13 @@ class NervReader:
             k = i - g * self.config.group
             return render("nirvana", self.config, self._net(prev), count=n, frames=range(k, k + 1),
                           device=device).numpy()[0]
-        tensors, steps = self._weights(self._r.read_chunk(wi[0]).body, None)
+        tensors, emb_coding = self._weights(self._r.read_chunk(wi[0]).body, None)
         net = self._net(tensors)
         if self.kind == "nervpp":
             return render("nervpp", self.config, net, count=self.count, frames=range(i, i + 1), device=device).numpy()[0]
-        run = i // EMB_RUN
-        emb = self._embeddings(self._r.read_chunk(ei[run]).body, run, steps)
-        k = i - run * EMB_RUN
+        run = i // self.emb_run
+        emb = self._embeddings(self._r.read_chunk(ei[run]).body, run, emb_coding)
+        k = i - run * self.emb_run
         return render("hnerv", self.config, net, count=self.count, frames=range(i, i + 1), emb=emb[k:k + 1],
                       device=device).numpy()[0]
 

@@ -11,7 +11,10 @@ import torch
 import bitstream as bs
 from codec import nerv
 from conftest import GOLDEN
-from models.inr import FitOptions, QuantizedNet, fit, hnerv_config
+from models.inr import (
+    EMB_RUN, FitOptions, Fitted, QuantizedNet, QuantizedTensor, build_net, dequantize_embeddings, fit, hnerv_config,
+)
+from models.inr.quant import QuantizedLatents
 from models.inr.layout import crop_frames, default_strides, pad_frames
 
 
@@ -226,24 +229,74 @@ def test_other_containers_are_not_nerv():
 # -- golden file: the format is pinned -----------------------------------------------------------
 
 
-def test_golden_nerv_file():
-    """``tests/golden/nerv_tiny.nerv`` (made by ``tests/golden/nerv_sample.py``) keeps decoding: the
-    integers exactly (entropy decoding is integer-only), the frames within 1 level (float convs may
-    round differently on another CPU)."""
-    data = (GOLDEN / "nerv_tiny.nerv").read_bytes()
-    expect = json.loads((GOLDEN / "nerv_tiny.json").read_text())
+@pytest.mark.parametrize("version", [1, 2])
+def test_golden_nerv_file(version):
+    """``tests/golden/nerv_tiny_v<N>.nerv`` (made by ``tests/golden/nerv_sample.py`` in format
+    version N) keeps decoding: the integers exactly (entropy decoding is integer-only), the frames
+    within 1 level (float convs may round differently on another CPU). v1 files (embeddings coded
+    frame by frame, eight per chunk) still decode after v2 (differences within runs of 16)."""
+    stem = GOLDEN / f"nerv_tiny_v{version}"
+    data = stem.with_suffix(".nerv").read_bytes()
+    expect = json.loads(stem.with_suffix(".json").read_text())
     with nerv.NervReader(data) as r:
+        assert r.version == version
         wi, ei = r.index()
-        tensors, steps = r._weights(r._r.read_chunk(wi[0]).body, None)
+        tensors, coding = r._weights(r._r.read_chunk(wi[0]).body, None)
         h = hashlib.sha256()
         for t in tensors:
             h.update(t.ints.numpy().astype("<i8").tobytes())
         assert h.hexdigest() == expect["weights_sha256"]
-        assert steps == expect["embedding_steps"]
+        assert coding[0] == expect["embedding_steps"]
+        if "embeddings_sha256" in expect:
+            emb = torch.cat([r._embeddings(r._r.read_chunk(c).body, j, coding) for j, c in enumerate(ei)])
+            ints = torch.round(emb / torch.tensor(coding[0]).view(1, -1, 1, 1)).to(torch.int64)
+            assert hashlib.sha256(ints.numpy().astype("<i8").tobytes()).hexdigest() == expect["embeddings_sha256"]
         frames = r.frames()
-    ref = np.load(GOLDEN / "nerv_tiny_frames.npy", allow_pickle=False)
+    ref = np.load(f"{stem}_frames.npy", allow_pickle=False)
     assert frames.shape == ref.shape
     assert int(np.abs(frames.astype(int) - ref).max()) <= 1
+
+
+def test_embeddings_are_coded_as_differences_within_runs():
+    """HNeRV's integer embeddings: the first frame of each run of ``EMB_RUN`` as it is, the others
+    as differences to their predecessor, under one table in the ``W`` chunk. Every frame decodes
+    from its own run alone, and slowly changing embeddings cost far less than coded one by one."""
+    cfg = hnerv_config(16, 24, 2500)
+    T = 2 * EMB_RUN + 3
+    rng = np.random.default_rng(5)
+    c, h, w = cfg.emb_shape
+    ints = np.cumsum(rng.integers(-1, 2, size=(T, c, h, w)), axis=0) + rng.integers(-40, 40, size=(1, c, h, w))
+    emb = [QuantizedTensor(torch.from_numpy(ints[:, k].copy()), 0.05 * (k + 1)) for k in range(c)]
+    weights = QuantizedNet(build_net("hnerv", cfg)).export()
+    fitted = Fitted("hnerv", cfg, [weights], emb, frames=torch.zeros((T, 16, 24, 3), dtype=torch.uint8))
+    data = nerv.pack(fitted, 24)
+    with nerv.NervReader(data) as r:
+        wi, ei = r.index()
+        assert len(ei) == 3
+        _, coding = r._weights(r._r.read_chunk(wi[0]).body, None)
+        got = torch.cat([r._embeddings(r._r.read_chunk(e).body, j, coding) for j, e in enumerate(ei)])
+        assert torch.equal(got, dequantize_embeddings(emb))
+        frames = r.frames()
+        for i in (0, EMB_RUN - 1, EMB_RUN, EMB_RUN + 1, T - 1):
+            assert np.array_equal(r.frame(i), frames[i])
+        coded = sum(e.length for e in ei)
+    assert coded < len(nerv.encode_ints([ints])) / 2
+
+
+def test_embedding_rate_is_scored_against_the_predecessor():
+    """The training-time rate of a delta-coded frame is measured on its difference to the
+    predecessor's integers: an unchanged embedding is cheap, a moved one dear, intra frames ignore
+    the predecessor, and a batch mixing both modes costs the sum of its frames."""
+    q = QuantizedLatents(2).eval()
+    x = torch.randn(2, 2, 3, 4) * 2
+    deq, _, intra = q(x)
+    same = q(x, deq, torch.tensor([True, True]))[2]
+    moved = q(x, deq + 1.0, torch.tensor([True, True]))[2]
+    assert same < intra and same < moved
+    assert torch.equal(q(x, deq + 1.0, torch.tensor([False, False]))[2], intra)
+    mixed = q(x, deq, torch.tensor([True, False]))[2]
+    parts = q(x[:1], deq[:1], torch.tensor([True]))[2] + q(x[1:])[2]
+    assert torch.allclose(mixed, parts)
 
 
 @pytest.mark.parametrize("kind", ["hnerv", "nervpp", "nirvana"])
@@ -266,3 +319,19 @@ def test_training_step_keeps_every_tensor_on_the_model_device(kind):
     y = qnet(x)
     bits = qnet.rate_bits()
     assert y.device.type == "meta" and bits.device.type == "meta"
+
+
+def test_hnerv_training_step_keeps_its_embedding_memory_on_the_model_device():
+    """HNeRV's training step remembers each frame's embedding for its successor's delta rate; on
+    the meta device any memory or mask made on the CPU by mistake raises here."""
+    from models.inr.fit import _Step
+    from models.inr.hnerv import HNeRVEncoder
+
+    cfg = nerv.make_config("hnerv", 20, 28, 4, size=3000)
+    Hp, Wp = cfg.padded
+    step = _Step("hnerv", QuantizedNet(build_net("hnerv", cfg), 8), HNeRVEncoder(cfg), QuantizedLatents(cfg.emb_ch),
+                 frames=4).to("meta")
+    for idx in (torch.tensor([0, 1]), torch.tensor([2, 1])):
+        y, bits = step(torch.zeros(2, 3, Hp, Wp, device="meta"), 2.0, idx)
+        assert y.device.type == "meta" and bits.device.type == "meta"
+    assert step.memory.device.type == "meta" and step.seen.tolist() == [True, True, True, False]

@@ -70,7 +70,7 @@ def steps(data: Path, work: Path, quick: bool = False) -> list[Step]:
         *[Step(f"video-{m}", "video", f"nervcodec {m} on the clip (encode, decode from the file, metrics)",
                ["bench_nerv.py", str(clip), "--out", str(w / "video" / m), "--baselines", "",
                 "--run", f"{m}:size=3k,epochs=1" if q else f"{m}:size=100k,epochs={e}", "--repeats", "1" if q else "3"])
-          for m, e in (("hnerv", "200,batch=1"), ("nirvana", 40), ("nervpp", 20))],
+          for m, e in (("hnerv", "300,batch=1"), ("nirvana", 40), ("nervpp", 20))],
         Step("split-teacher", "split", "teacher ResNet-18 (width 16, 64 px) on Imagenette train",
              ["train_split.py", "teacher", "--data", str(data / "imagenette"), "--res", "32" if q else "64",
               "--base-width", "8" if q else "16", "--epochs", "1" if q else "15", "-o", str(w / "split" / "teacher.npz"),

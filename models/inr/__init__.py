@@ -5,13 +5,13 @@ training loop with a differentiable rate estimate, and rendering frames from sto
 formats live in :mod:`codec.nerv`.
 """
 from .fit import KINDS, FitOptions, Fitted, build_net, decoder_from, dequantize_embeddings, fit, render
-from .hnerv import HNeRVConfig, hnerv_config
+from .hnerv import EMB_RUN, HNeRVConfig, hnerv_config
 from .nervpp import NeRVppConfig, nervpp_config
 from .nirvana import NirvanaConfig, group_count, nirvana_params
 from .quant import QuantizedNet, QuantizedTensor, load_quantized
 
 __all__ = [
     "KINDS", "FitOptions", "Fitted", "build_net", "decoder_from", "dequantize_embeddings", "fit", "render",
-    "HNeRVConfig", "hnerv_config", "NeRVppConfig", "nervpp_config", "NirvanaConfig", "group_count",
+    "EMB_RUN", "HNeRVConfig", "hnerv_config", "NeRVppConfig", "nervpp_config", "NirvanaConfig", "group_count",
     "nirvana_params", "QuantizedNet", "QuantizedTensor", "load_quantized",
 ]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributed import all_sum, barrier, broadcast_from_root, gather_to_root, segment, share, team
-from .hnerv import HNeRVDecoder, HNeRVEncoder
+from .hnerv import HNeRVDecoder, HNeRVEncoder, delta_coded
 from .layout import crop_frames, pad_frames, psnr_from_mse, to_uint8
 from .nervpp import NeRVpp
 from .nirvana import NirvanaConfig, NirvanaNet, assemble, group_count, patch_coords, split_patches
@@ -235,17 +235,35 @@ class _Rollback:
 
 class _Step(nn.Module):
     """One training forward of HNeRV / NeRV++ as a single module, so DistributedDataParallel can
-    wrap it: ``(input, embedding-rate scale) → (frames, rate in bits)``."""
+    wrap it: ``(input, embedding-rate scale, frame indices) → (frames, rate in bits)``.
 
-    def __init__(self, kind: str, qnet: QuantizedNet, enc: nn.Module | None, embq: QuantizedLatents | None):
+    HNeRV's embedding rate is scored the way the file codes it: a frame inside a run
+    (:data:`~models.inr.hnerv.EMB_RUN`) as the difference to its predecessor's integers. The
+    predecessor's embedding is the one remembered from the last time that frame was trained (a
+    plain attribute, not a buffer: DDP would overwrite it with rank 0's); until a frame has been
+    seen, its successor is scored intra."""
+
+    def __init__(self, kind: str, qnet: QuantizedNet, enc: nn.Module | None, embq: QuantizedLatents | None,
+                 frames: int = 0):
         super().__init__()
         self.kind, self.qnet, self.enc, self.embq = kind, qnet, enc, embq
+        self.frames = frames
+        self.memory: torch.Tensor | None = None  # (T, C, h, w) dequantized embeddings
+        self.seen: torch.Tensor | None = None  # (T,) bool
 
-    def forward(self, x: torch.Tensor, emb_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.kind == "hnerv":
-            emb, _, ebits = self.embq(self.enc(x))
-            return self.qnet(emb), self.qnet.rate_bits() + ebits * emb_scale
-        return self.qnet(x), self.qnet.rate_bits()
+    def forward(self, x: torch.Tensor, emb_scale: float, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind != "hnerv":
+            return self.qnet(x), self.qnet.rate_bits()
+        z = self.enc(x)
+        if self.memory is None:
+            self.memory = torch.zeros((self.frames, *z.shape[1:]), device=z.device)
+            self.seen = torch.zeros(self.frames, dtype=torch.bool)
+        before = (idx - 1).clamp_min(0)
+        delta = torch.tensor([delta_coded(int(t)) for t in idx]) & self.seen[before]
+        emb, _, ebits = self.embq(z, self.memory[before.to(z.device)], delta)
+        self.memory[idx.to(z.device)] = emb.detach()
+        self.seen[idx] = True
+        return self.qnet(emb), self.qnet.rate_bits() + ebits * emb_scale
 
 
 def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress: Progress | None) -> Fitted | None:
@@ -266,7 +284,7 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
         enc = HNeRVEncoder(cfg).to(dev)
         embq = QuantizedLatents(cfg.emb_ch).to(dev)
         params += list(enc.parameters()) + list(embq.parameters())
-    step_net: nn.Module = _Step(kind, qnet, enc, embq)
+    step_net: nn.Module = _Step(kind, qnet, enc, embq, T)
     if tm.size > 1:
         import warnings
 
@@ -298,7 +316,7 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
             idx = share(batch, tm)
             x = padded[idx].to(dev)
             inp = x if kind == "hnerv" else frame_times(idx, T).to(dev)
-            y, bits = step_net(inp, tm.size * T / len(batch))
+            y, bits = step_net(inp, tm.size * T / len(batch), idx)
             mse = F.mse_loss(crop_frames(y, H, W), crop_frames(x, H, W))
             part = tm.size * len(idx) / len(batch)  # this rank's share of the batch mean
             loss = _descend(opt, sched, mse * part, bits, opts.lam / pixels)
@@ -324,7 +342,9 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
         embq.eval()
         with torch.no_grad():
             z = torch.cat([enc(padded[i:i + 8].to(dev)) for i in range(0, T, 8)])
-            _, zq, ebits = embq(z)
+            deq, zq, _ = embq(z)
+            prev = torch.cat([deq[:1], deq[:-1]])  # each frame's predecessor (frame 0: itself, unused)
+            _, _, ebits = embq(z, prev, torch.tensor([delta_coded(t) for t in range(T)]))
             steps = embq.step().to(torch.float32).cpu()
             ints = zq.cpu().to(torch.int64)
             est += float(ebits)

@@ -15,6 +15,16 @@ from torch import nn
 
 from .layout import default_strides, round_up
 
+#: Frames per independently decodable run of embeddings: a run's first frame is coded as it is,
+#: the others as the difference to their predecessor (see :class:`~models.inr.quant.QuantizedLatents`).
+#: A single frame decodes from its run alone.
+EMB_RUN = 16
+
+
+def delta_coded(t: int) -> bool:
+    """Whether frame ``t``'s embedding is coded as the difference to frame ``t - 1``'s."""
+    return t % EMB_RUN != 0
+
 
 @dataclass
 class HNeRVConfig:

@@ -160,28 +160,39 @@ def load_quantized(net: nn.Module, tensors: list[QuantizedTensor]) -> nn.Module:
 class QuantizedLatents(nn.Module):
     """Quantize activations that are stored in the file (HNeRV's frame embeddings).
 
-    Per-channel learned step and logistic prior scale; straight-through rounding; rate estimate on
-    the integers with uniform noise while training.
+    Per-channel learned step; straight-through rounding; rate estimate on the integers with uniform
+    noise while training. A frame's latents are coded either as they are (*intra*) or as the
+    difference to the previous frame's integers (*delta*): consecutive frames of a video have
+    nearly equal embeddings (benchmark clip: 4.6 bits per value as they are, 1.0 as differences),
+    so each mode has its own per-channel logistic prior scale.
     """
 
     def __init__(self, channels: int, init_step: float = 0.05):
         super().__init__()
         self.log_step = nn.Parameter(torch.full((channels,), math.log(init_step)))
         self.log_scale = nn.Parameter(torch.zeros(channels))
-        self.log_step._quant = self.log_scale._quant = True
+        self.log_scale_delta = nn.Parameter(torch.full((channels,), -1.0))
+        for p in (self.log_step, self.log_scale, self.log_scale_delta):
+            p._quant = True
 
     def step(self) -> torch.Tensor:
         return torch.exp(self.log_step)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x`` (B, C, h, w) floats → (dequantized, integer-valued latents, rate bits)."""
+    def forward(self, x: torch.Tensor, prev: torch.Tensor | None = None,
+                delta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x`` (B, C, h, w) floats → (dequantized, integer-valued latents, rate bits).
+
+        ``prev`` (B, C, h, w): the dequantized latents of each frame's predecessor, and ``delta``
+        (B,) bool: which frames are coded as the difference to it (the others intra). The
+        predecessor is a constant here (no gradient): it is what the file will hold for it."""
         s = self.step().view(1, -1, 1, 1)
         z = x / s
         zq = ste_round(z)
-        if self.training:
-            v = z + torch.empty_like(z).uniform_(-0.5, 0.5)
-        else:
-            v = torch.round(z)
+        v = z + torch.empty_like(z).uniform_(-0.5, 0.5) if self.training else torch.round(z)
         ls = self.log_scale.view(1, -1, 1, 1).expand_as(v)
+        if prev is not None and delta is not None and bool(delta.any()):
+            d = delta.view(-1, 1, 1, 1).to(v.device)
+            v = v - torch.where(d, torch.round(prev.detach() / s), torch.zeros_like(v))
+            ls = torch.where(d, self.log_scale_delta.view(1, -1, 1, 1).expand_as(v), ls)
         bits = logistic_bits(v, ls)
         return zq * s, zq, bits

@@ -1,7 +1,8 @@
 """The golden .nerv file: how it was made.
 
-``python tests/golden/nerv_sample.py`` rewrites ``nerv_tiny.nerv`` and what the test expects from
-it -- only for a deliberate format change. The committed files, not this script, are what
+``python tests/golden/nerv_sample.py`` writes ``nerv_tiny_v<N>.nerv`` for the current format version N
+and what the test expects from it -- only for a deliberate format change; the files of earlier
+versions stay, so old files keep decoding. The committed files, not this script, are what
 ``tests/test_nerv.py::test_golden_nerv_file`` checks.
 """
 import hashlib
@@ -23,15 +24,18 @@ def clip() -> np.ndarray:
 
 
 def main() -> None:
+    stem = f"nerv_tiny_v{nerv.FORMAT_VERSION}"
     res = nerv.encode(clip(), 24, model="hnerv", size=2500, options=FitOptions(epochs=2, batch=4, seed=3))
-    (HERE / "nerv_tiny.nerv").write_bytes(res.data)
-    np.save(HERE / "nerv_tiny_frames.npy", res.frames, allow_pickle=False)
+    (HERE / f"{stem}.nerv").write_bytes(res.data)
+    np.save(HERE / f"{stem}_frames.npy", res.frames, allow_pickle=False)
     h = hashlib.sha256()
     for t in res.fitted.groups[0]:
         h.update(t.ints.numpy().astype("<i8").tobytes())
-    doc = {"weights_sha256": h.hexdigest(), "embedding_steps": [t.step for t in res.fitted.emb]}
-    (HERE / "nerv_tiny.json").write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"nerv_tiny.nerv: {len(res.data)} bytes")
+    e = hashlib.sha256(np.stack([t.ints.numpy() for t in res.fitted.emb], axis=1).astype("<i8").tobytes())
+    doc = {"weights_sha256": h.hexdigest(), "embedding_steps": [t.step for t in res.fitted.emb],
+           "embeddings_sha256": e.hexdigest()}
+    (HERE / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"{stem}.nerv: {len(res.data)} bytes")
 
 
 if __name__ == "__main__":
