@@ -189,10 +189,12 @@ class QuantizedLatents(nn.Module):
         z = x / s
         zq = ste_round(z)
         v = z + torch.empty_like(z).uniform_(-0.5, 0.5) if self.training else torch.round(z)
-        ls = self.log_scale.view(1, -1, 1, 1).expand_as(v)
-        if prev is not None and delta is not None and bool(delta.any()):
-            d = delta.view(-1, 1, 1, 1).to(v.device)
-            v = v - torch.where(d, torch.round(prev.detach() / s), torch.zeros_like(v))
-            ls = torch.where(d, self.log_scale_delta.view(1, -1, 1, 1).expand_as(v), ls)
+        if prev is None or delta is None:
+            prev, delta = torch.zeros_like(v), torch.zeros(len(v), dtype=torch.bool)
+        d = delta.view(-1, 1, 1, 1).to(v.device)
+        v = v - torch.where(d, torch.round(prev.detach() / s), torch.zeros_like(v))
+        # both scales always enter the graph (a zero gradient for the mode no frame uses), so
+        # DistributedDataParallel sees every parameter used on every step
+        ls = torch.where(d, self.log_scale_delta.view(1, -1, 1, 1), self.log_scale.view(1, -1, 1, 1)).expand_as(v)
         bits = logistic_bits(v, ls)
         return zq * s, zq, bits
