@@ -37,6 +37,7 @@ from models.inr import (
     decoder_from, dequantize_embeddings, fit, group_count, hnerv_config, nervpp_config, nirvana_params, render,
 )
 from models.inr.distributed import team
+from models.inr.hnerv import delta_coded
 
 WEIGHTS = "W"
 EMBEDDINGS = "E"
@@ -269,31 +270,28 @@ class EncodeResult:
         return self.fitted.frames.numpy()
 
 
-def _delta_layout(ints: np.ndarray, run: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer embeddings (n, C, h, w) of runs of ``run`` frames → (values coded, table row of each):
-    a run's first frame as it is (row 0), every other frame minus its predecessor (row 1)."""
+def _delta_rows(shape: tuple[int, ...]) -> np.ndarray:
+    """Table row of every embedding value of frames 0 … shape[0] − 1 (a whole clip, or one run):
+    0 where the frame is coded as it is, 1 where as the difference to its predecessor — the rule
+    training scores the rate by (:func:`models.inr.hnerv.delta_coded`)."""
+    delta = np.array([delta_coded(t) for t in range(shape[0])], dtype=np.int64)
+    return np.broadcast_to(delta.reshape(-1, *[1] * (len(shape) - 1)), shape).copy()
+
+
+def _delta_layout(ints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer embeddings (n, C, h, w) → (values coded, table row of each)."""
+    rows = _delta_rows(ints.shape)
     vals = ints.copy()
-    rows = np.ones(ints.shape, dtype=np.int64)
-    for lo in range(0, len(ints), run):
-        hi = min(len(ints), lo + run)
-        vals[lo + 1:hi] = ints[lo + 1:hi] - ints[lo:hi - 1]
-        rows[lo] = 0
+    vals[1:] -= ints[:-1] * rows[1:]
     return vals, rows
 
 
-def _emb_table(ints: np.ndarray) -> bs.CdfTable:
-    """The table all ``E`` chunks share (it travels in the ``W`` chunk): intra row, delta row."""
-    vals, rows = _delta_layout(ints, EMB_RUN)
-    return _empirical_table([vals[rows == 0], vals[rows == 1]])
-
-
-def _emb_chunks(ints: np.ndarray, table: bs.CdfTable) -> Iterator[bytes]:
+def _emb_chunks(vals: np.ndarray, rows: np.ndarray, table: bs.CdfTable) -> Iterator[bytes]:
     """``E`` bodies (v2): per run, the value count and the entropy stream of its coded values."""
-    for lo in range(0, len(ints), EMB_RUN):
-        vals, rows = _delta_layout(ints[lo:lo + EMB_RUN], EMB_RUN)
+    for lo in range(0, len(vals), EMB_RUN):
         enc = bs.Encoder()
-        enc.encode_factorized(vals.ravel(), table, rows.ravel())
-        yield encode_uvarint(vals.size) + enc.to_bytes()
+        enc.encode_factorized(vals[lo:lo + EMB_RUN].ravel(), table, rows[lo:lo + EMB_RUN].ravel())
+        yield encode_uvarint(vals[lo:lo + EMB_RUN].size) + enc.to_bytes()
 
 
 def pack(fitted: Fitted, fps, texts: dict[str, str] | None = None) -> bytes:
@@ -308,10 +306,11 @@ def pack(fitted: Fitted, fps, texts: dict[str, str] | None = None) -> bytes:
     if kind == "hnerv":  # the embeddings' steps and table ride in front of the network they feed
         ints = np.stack([t.ints.numpy() for t in fitted.emb], axis=1)
         steps = _pack_floats([t.step for t in fitted.emb])
-        table = _emb_table(ints)
+        vals, rows = _delta_layout(ints)
+        table = _empirical_table([vals[rows == 0], vals[rows == 1]])  # shared by all ``E`` chunks
         tb = table.to_bytes()
         chunks[0] = (WEIGHTS, encode_uvarint(len(steps)) + steps + encode_uvarint(len(tb)) + tb + chunks[0][1])
-        chunks += [(EMBEDDINGS, b) for b in _emb_chunks(ints, table)]
+        chunks += [(EMBEDDINGS, b) for b in _emb_chunks(vals, rows, table)]
     for k, v in (texts or {}).items():
         chunks.append(bs.text_chunk(k, v))
     header = bs.Header(kind=bs.CodecKind.NERV, width=cfg.width, height=cfg.height, channels=3, count=T,
@@ -423,8 +422,7 @@ class NervReader:
             count, pos = decode_uvarint(body, 0)
             if count != n * c * h * w:
                 raise NervError(f"embedding chunk holds {count} integers, {n * c * h * w} expected", self.name)
-            _, rows = _delta_layout(np.zeros((n, c, h, w), np.int64), self.emb_run)
-            vals = bs.Decoder(body[pos:], self.name).decode_factorized(table, rows)
+            vals = bs.Decoder(body[pos:], self.name).decode_factorized(table, _delta_rows((n, c, h, w)))
             ints = np.cumsum(vals, axis=0)
         return dequantize_embeddings([QuantizedTensor(torch.from_numpy(ints[:, k].copy()), steps[k]) for k in range(c)])
 
