@@ -257,6 +257,30 @@ def test_golden_nerv_file(version):
     assert int(np.abs(frames.astype(int) - ref).max()) <= 1
 
 
+def test_golden_nirvana_file():
+    """``tests/golden/nerv_tiny_nirvana_v2.nerv`` (``tests/golden/nerv_sample.py nirvana``) keeps
+    decoding: a NIRVANA file of two groups, the second a residual against the first. Integers exactly
+    through the residual chain, frames within 1 level."""
+    stem = GOLDEN / "nerv_tiny_nirvana_v2"
+    data = stem.with_suffix(".nerv").read_bytes()
+    expect = json.loads(stem.with_suffix(".json").read_text())
+    with nerv.NervReader(data) as r:
+        assert r.kind == "nirvana" and r.version == 2
+        h, prev, modes = hashlib.sha256(), None, []
+        for c in r.index()[0]:
+            body = r._r.read_chunk(c).body
+            modes.append(body[0])
+            prev, _ = r._weights(body, prev)
+            for t in prev:
+                h.update(t.ints.numpy().astype("<i8").tobytes())
+        assert h.hexdigest() == expect["weights_sha256"]
+        frames = r.frames()
+    assert modes == [0, 1]
+    ref = np.load(f"{stem}_frames.npy", allow_pickle=False)
+    assert frames.shape == ref.shape
+    assert int(np.abs(frames.astype(int) - ref).max()) <= 1
+
+
 def test_embeddings_are_coded_as_differences_within_runs():
     """HNeRV's integer embeddings: the first frame of each run of ``EMB_RUN`` as it is, the others
     as differences to their predecessor, under one table in the ``W`` chunk. Every frame decodes
