@@ -170,6 +170,33 @@ def test_nirvana_codes_later_groups_as_residuals():
     assert np.array_equal(nerv.decode(res.data)[0], res.frames)
 
 
+def test_nirvana_groups_stop_at_the_target_psnr():
+    """With ``target_psnr`` a group stops after the first epoch at that PSNR: a target every epoch
+    meets gives one epoch per group, an unreachable one the full count; the file still decodes to
+    the encoder's frames either way."""
+    clip = tiny_clip(T=4)
+    runs = {}
+    for target in (1.0, 99.0):
+        res = nerv.encode(clip, 25, model="nirvana", size=3000, group=2,
+                          options=FitOptions(epochs=3, target_psnr=target))
+        assert np.array_equal(nerv.decode(res.data)[0], res.frames)
+        runs[target] = [h["epochs"] for h in res.fitted.history]
+    assert runs == {1.0: [1, 1], 99.0: [3, 3]}
+
+
+def test_nirvana_first_group_and_common_start_epochs():
+    """``first_epochs`` sets the first group's epochs, ``start_epochs=0`` skips the common start (the
+    chain begins from the seeded network); the progress counts exactly the epochs run."""
+    seen = []
+    res = nerv.encode(tiny_clip(T=4), 25, model="nirvana", size=3000, group=2,
+                      options=FitOptions(epochs=3, first_epochs=5, start_epochs=0),
+                      progress=lambda step, total, info: seen.append((step, total, info["group"])))
+    assert [h["epochs"] for h in res.fitted.history] == [5, 3]
+    assert [g for *_, g in seen] == [0] * 5 + [1] * 3
+    assert [s for s, *_ in seen] == list(range(1, 9)) and {t for _, t, _ in seen} == {8}
+    assert np.array_equal(nerv.decode(res.data)[0], res.frames)
+
+
 # -- bad files ------------------------------------------------------------------------------------
 
 

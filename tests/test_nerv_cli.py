@@ -93,6 +93,10 @@ def test_bad_inputs(tmp_path, clip_file):
     # past the last frame: zero frames selected
     assert_one_line_error(nervcodec("encode", clip_file, "--start", "99", "-o", tmp_path / "z.nerv", *FAST))
     assert not (tmp_path / "z.nerv").exists()
+    # a NIRVANA-only option on another model is refused, not silently ignored
+    r = nervcodec("encode", clip_file, "-o", tmp_path / "h.nerv", "--target-psnr", "30", *FAST)
+    assert_one_line_error(r, "--target-psnr", "nirvana")
+    assert not (tmp_path / "h.nerv").exists()
 
 
 def test_corrupt_and_truncated_nerv_files(tmp_path, clip_file):

@@ -11,7 +11,8 @@ the same frames (``tools/video_baselines.py``). Results: one CompressAI-style JS
     python tools/bench_nerv.py bench_data/bbb_320x180_240.mkv --out bench_data/nerv \\
         --run hnerv:size=100k,epochs=60 --run nirvana:size=100k,epochs=40 --baselines x264,svtav1
 
-``--run MODEL:key=value,...`` (keys: size, bpp, epochs, lam, lr, batch, group) may be repeated;
+``--run MODEL:key=value,...`` (keys: size, bpp, epochs, lam, lr, batch, group; NIRVANA's
+start_epochs, first_epochs, and psnr: target_psnr, a group stops at this training PSNR) may be repeated;
 runs finish one by one and their JSON is rewritten after each, so an interrupted benchmark keeps
 what it finished.
 """
@@ -50,9 +51,9 @@ def parse_run(spec: str) -> tuple[str, dict]:
         k, _, v = item.partition("=")
         if k == "size":
             kw[k] = parse_size(v)
-        elif k in ("epochs", "batch", "group"):
+        elif k in ("epochs", "batch", "group", "start_epochs", "first_epochs"):
             kw[k] = int(v)
-        elif k in ("bpp", "lam", "lr"):
+        elif k in ("bpp", "lam", "lr", "psnr"):
             kw[k] = float(v)
         else:
             raise SystemExit(f"bench_nerv: unknown key {k!r} in --run {spec!r}")
@@ -65,7 +66,8 @@ def machine() -> str:
 
 def run_nerv(frames: np.ndarray, fps, model: str, kw: dict, out: Path, repeats: int, device: str,
              log=print) -> dict:
-    opts = FitOptions(device=device, **{k: kw[k] for k in ("epochs", "lam", "lr", "batch") if k in kw})
+    opts = FitOptions(device=device, target_psnr=kw.get("psnr"),
+                      **{k: kw[k] for k in ("epochs", "lam", "lr", "batch", "start_epochs", "first_epochs") if k in kw})
     last = [0.0]
 
     def progress(step, total, info):

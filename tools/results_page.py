@@ -173,8 +173,11 @@ def _time_to_psnr(runs: dict[str, list[dict]], docs: Path) -> list[str]:
     t_n = n["encode_s"] if n["psnr"] >= target - 1e-9 else float("inf")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot([s for s, _ in h["curve"]], [p for _, p in h["curve"]], label=f"HNeRV ({h['tag']}) training PSNR")
-    ax.plot([n["encode_s"]], [n["psnr"]], "s", label=f"NIRVANA ({n['tag']}) whole clip")
+    if h["curve"]:
+        ax.plot([s for s, _ in h["curve"]], [p for _, p in h["curve"]], label="HNeRV training PSNR")
+    ax.plot([h["encode_s"]], [h["psnr"]], "o", label="HNeRV whole clip, from its file")
+    ax.plot([n["encode_s"]], [n["psnr"]], "s", label="NIRVANA whole clip, from its file")
+    ax.set_xlim(left=0)
     ax.axhline(target, color="gray", lw=0.8, ls=":")
     ax.set_xlabel("encode seconds")
     ax.set_ylabel("PSNR (dB)")

@@ -26,6 +26,8 @@ PROG = "nervcodec"
 EPILOG = """examples:
   nervcodec encode clip.mp4 -o clip.nerv                      # HNeRV, default size (0.05 bpp)
   nervcodec encode clip.mp4 --model nirvana --bpp 0.04 --epochs 150
+  nervcodec encode clip.mp4 --model nirvana --size 800k --lam 0.001 --lr 5e-3 --epochs 80 \\
+      --first-epochs 160 --start-epochs 0 --target-psnr 31     # NIRVANA set for speed to a PSNR
   nervcodec encode frames/ --fps 30 --model nervpp --size 150k -o f.nerv
   nervcodec decode clip.nerv -o back.mp4                      # x264 at high quality
   nervcodec decode clip.nerv -o back.mkv --lossless           # exact RGB (ffv1)
@@ -118,6 +120,9 @@ def cmd_encode(args) -> None:
     from models.inr import FitOptions
     from models.inr import distributed as dd
 
+    for flag in ("target_psnr", "start_epochs", "first_epochs"):
+        if getattr(args, flag) is not None and args.model != "nirvana":
+            raise BitstreamError(f"--{flag.replace('_', '-')} applies to --model nirvana only, not {args.model}")
     out = Path(args.output) if args.output else Path(args.input).with_suffix(".nerv")
     bs.check_output(out, force=args.force, inputs=[args.input])
     video = read_video(args.input, start=args.start, count=args.frames, size=args.scale,
@@ -131,7 +136,9 @@ def cmd_encode(args) -> None:
         tm = dd.team()
         quiet = args.quiet or not tm.root
         opts = FitOptions(epochs=args.epochs, lr=args.lr, lam=args.lam, batch=args.batch, seed=args.seed,
-                          device=device, burn_in=args.burn_in, burn_epochs=args.burn_epochs)
+                          device=device, burn_in=args.burn_in, burn_epochs=args.burn_epochs,
+                          target_psnr=args.target_psnr, start_epochs=args.start_epochs,
+                          first_epochs=args.first_epochs)
         where = f"{tm.size} ranks ({'nccl' if device.startswith('cuda') else 'gloo'}), " if tm.size > 1 else ""
         if not quiet:
             _log(args, f"{args.input}: {video.count} frames {video.width}x{video.height} @ {video.fps} fps; "
@@ -240,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=whole(1),
                    help="frames per step (default 1, NeRV++ 4; NIRVANA: patches of that many frames)")
     p.add_argument("--group", type=whole(1), default=16, help="frames per group (NIRVANA) (%(default)s)")
+    p.add_argument("--target-psnr", type=real(0, strict=True), metavar="DB",
+                   help="NIRVANA: a group stops training after the first epoch at DB dB (at most --epochs), "
+                        "so easy groups cost an epoch or two and the time goes to hard ones")
+    p.add_argument("--first-epochs", type=whole(1), metavar="E",
+                   help="NIRVANA: epochs of the first group, which starts cold (default: --epochs)")
+    p.add_argument("--start-epochs", type=whole(0), metavar="E",
+                   help="NIRVANA: epochs of the common start, one frame of every group, that the first "
+                        "group begins from (default: --epochs; 0: begin from the seeded network)")
     p.add_argument("--burn-in", type=whole(0), default=2, metavar="N",
                    help="NIRVANA under torchrun: groups each rank after the first trains before its own "
                         "segment and does not keep, so its segment starts warm (%(default)s)")
