@@ -359,10 +359,10 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
 
 
 def _train_patches(qnet: QuantizedNet, coords: torch.Tensor, tiles: torch.Tensor, frames: int, pixels: int,
-                   opts: FitOptions, tick: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
-                   target_psnr: float | None = None) -> tuple[float, int]:
+                   opts: FitOptions, tick: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+                   ) -> tuple[float, int]:
     """Up to ``opts.epochs`` passes of NIRVANA training over one set of patches, ``frames`` frames'
-    worth of patches per step; ``tick(loss, mse, bits)`` after each pass. With ``target_psnr`` it
+    worth of patches per step; ``tick(loss, mse, bits)`` after each pass. With ``opts.target_psnr`` it
     stops after the first pass whose PSNR (of the mean squared error over the pass, with the
     quantized weights the pass trained) reaches it: a group that already looks like its
     predecessor costs a pass or two, and the time goes to the groups that need it. The learning
@@ -374,10 +374,8 @@ def _train_patches(qnet: QuantizedNet, coords: torch.Tensor, tiles: torch.Tensor
     opt = _adam(list(qnet.parameters()), opts)
     sched = _schedule(opt, opts.epochs * steps, opts.warmup)
     qnet.train()
-    epoch_mse = math.inf
-    epoch = 0
-    while epoch < opts.epochs:
-        epoch += 1
+    epoch_mse, epoch = math.inf, 0
+    for epoch in range(1, opts.epochs + 1):
         perm = torch.randperm(n_patches, device=coords.device)
         se = torch.zeros((), device=coords.device)
         for b in range(steps):
@@ -388,7 +386,7 @@ def _train_patches(qnet: QuantizedNet, coords: torch.Tensor, tiles: torch.Tensor
             se = se + mse.detach() * len(sel)
         epoch_mse = float(se) / n_patches
         tick(loss, mse, bits)
-        if target_psnr is not None and psnr_from_mse(epoch_mse) >= target_psnr:
+        if opts.target_psnr is not None and psnr_from_mse(epoch_mse) >= opts.target_psnr:
             break
     qnet.eval()
     return epoch_mse, epoch
@@ -460,7 +458,7 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
     torch.manual_seed(opts.seed * 100003)
     if start_epochs:
         _train_patches(qnet, patch_coords(cfg, local).to(dev), split_patches(cfg, padded[idx]).to(dev), len(idx),
-                       len(idx) * H * W, dataclasses.replace(opts, epochs=start_epochs),
+                       len(idx) * H * W, dataclasses.replace(opts, epochs=start_epochs, target_psnr=None),
                        ticker("start", len(idx) * H * W))
     # every rank computed the same start; rank 0's copy makes sure of it to the last bit, and
     # every chain (one or many) begins from exactly these quantized values
@@ -476,11 +474,11 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
         # reference: a segment's first kept group follows a burn-in group only this rank has
         qnet.set_reference(None if prev is None or g == mine.start else [t.ints.to(dev) for t in prev])
         pixels = n * H * W
+        planned = group_epochs(g)
         mse, passes = _train_patches(qnet, patch_coords(cfg, torch.arange(n)).to(dev),
                                      split_patches(cfg, padded[lo:hi]).to(dev), n, pixels,
-                                     dataclasses.replace(opts, epochs=group_epochs(g)),
-                                     ticker(g, pixels), opts.target_psnr)
-        step += group_epochs(g) - passes  # the progress skips what was not needed
+                                     dataclasses.replace(opts, epochs=planned), ticker(g, pixels))
+        step += planned - passes  # the progress skips what was not needed
         weights = qnet.export()
         prev = weights
         if g not in mine:

@@ -25,32 +25,34 @@ def clip() -> np.ndarray:
                      for t in range(4)]).astype(np.uint8)
 
 
-def main() -> None:
-    stem = f"nerv_tiny_v{nerv.FORMAT_VERSION}"
-    res = nerv.encode(clip(), 24, model="hnerv", size=2500, options=FitOptions(epochs=2, batch=4, seed=3))
+def weights_sha256(groups) -> str:
+    """SHA-256 of every weight chunk's integers, group by group, tensor by tensor (int64 LE)."""
+    h = hashlib.sha256()
+    for group in groups:
+        for t in group:
+            h.update(t.ints.numpy().astype("<i8").tobytes())
+    return h.hexdigest()
+
+
+def write(stem: str, res, doc: dict) -> None:
+    """The file, the encoder's frames and the expectations beside it."""
     (HERE / f"{stem}.nerv").write_bytes(res.data)
     np.save(HERE / f"{stem}_frames.npy", res.frames, allow_pickle=False)
-    h = hashlib.sha256()
-    for t in res.fitted.groups[0]:
-        h.update(t.ints.numpy().astype("<i8").tobytes())
-    e = hashlib.sha256(np.stack([t.ints.numpy() for t in res.fitted.emb], axis=1).astype("<i8").tobytes())
-    doc = {"weights_sha256": h.hexdigest(), "embedding_steps": [t.step for t in res.fitted.emb],
-           "embeddings_sha256": e.hexdigest()}
     (HERE / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
     print(f"{stem}.nerv: {len(res.data)} bytes")
 
 
+def main() -> None:
+    res = nerv.encode(clip(), 24, model="hnerv", size=2500, options=FitOptions(epochs=2, batch=4, seed=3))
+    e = hashlib.sha256(np.stack([t.ints.numpy() for t in res.fitted.emb], axis=1).astype("<i8").tobytes())
+    write(f"nerv_tiny_v{nerv.FORMAT_VERSION}", res,
+          {"weights_sha256": weights_sha256(res.fitted.groups), "embedding_steps": [t.step for t in res.fitted.emb],
+           "embeddings_sha256": e.hexdigest()})
+
+
 def nirvana() -> None:
-    stem = f"nerv_tiny_nirvana_v{nerv.FORMAT_VERSION}"
     res = nerv.encode(clip(), 24, model="nirvana", size=2500, options=FitOptions(epochs=2, seed=3), group=2)
-    (HERE / f"{stem}.nerv").write_bytes(res.data)
-    np.save(HERE / f"{stem}_frames.npy", res.frames, allow_pickle=False)
-    h = hashlib.sha256()
-    for group in res.fitted.groups:
-        for t in group:
-            h.update(t.ints.numpy().astype("<i8").tobytes())
-    (HERE / f"{stem}.json").write_text(json.dumps({"weights_sha256": h.hexdigest()}, indent=1) + "\n")
-    print(f"{stem}.nerv: {len(res.data)} bytes")
+    write(f"nerv_tiny_nirvana_v{nerv.FORMAT_VERSION}", res, {"weights_sha256": weights_sha256(res.fitted.groups)})
 
 
 if __name__ == "__main__":
