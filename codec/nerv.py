@@ -19,6 +19,7 @@ the weight chunks up to its group, no frames rendered on the way).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -37,6 +38,7 @@ from models.inr import (
     decoder_from, dequantize_embeddings, fit, group_count, hnerv_config, nervpp_config, nirvana_params, render,
 )
 from models.inr.distributed import team
+from models.inr.fit import probe_step_seconds
 from models.inr.hnerv import delta_coded
 
 WEIGHTS = "W"
@@ -67,25 +69,90 @@ class NervError(MalformedError):
 # ---------------------------------------------------------------------------------------------
 
 #: Coded bits per network parameter assumed when sizing a network from a target bpp (measured on
-#: the benchmark clip at the default λ; the real rate is what the file ends up holding).
-BITS_PER_PARAM = 5.0
+#: the benchmark clip at the default λ). Sizing only has to be close: the rate control steers λ
+#: until the file lands on the target (:class:`~models.inr.control.RateControl`).
+BITS_PER_PARAM = 3.0
+#: HNeRV embedding bits per value assumed when sizing (frames coded as differences to their
+#: predecessor cost about 1 bit a value, a run's first frame about 4.6).
+EMB_BITS_PER_VALUE = 1.5
+#: Table bytes assumed per table row of a trained network (a row spans a few dozen values).
+TABLE_ROW_BYTES = 40
+#: The target rate when the user names neither a size nor a rate.
+DEFAULT_BPP = 0.05
+#: The smallest network budget make_config sizes for (parameters).
+MIN_BUDGET = 300
+
+#: Encoder presets, as x264's: epochs of training (NIRVANA: per group of frames). ``medium`` is
+#: the default; its epochs were chosen so 240 frames at 320x180 encode within 10 minutes on two
+#: CPU cores (``tools/bench_nerv.py``).
+PRESETS = {
+    "fast": {"hnerv": 12, "nervpp": 12, "nirvana": 15},
+    "medium": {"hnerv": 30, "nervpp": 30, "nirvana": 40},
+    "slow": {"hnerv": 150, "nervpp": 150, "nirvana": 150},
+}
+DEFAULT_PRESET = "medium"
 
 
-def make_config(kind: str, height: int, width: int, frames: int, *, size: int | None = None,
-                bpp: float | None = None, group: int = 16):
-    """A model config for ``kind`` sized by parameter count ``size`` or by a target ``bpp``."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown model {kind!r}; choose from {', '.join(KINDS)}")
-    pixels = frames * height * width
-    if size is None:
-        size = int((bpp if bpp is not None else 0.05) * pixels / BITS_PER_PARAM)
-    size = max(size, 2000)
+def _zero_fitted(kind: str, cfg, frames: int) -> Fitted:
+    """A fitted network of ``cfg``'s shapes holding only zeros (for measuring fixed costs)."""
+    tensors = [QuantizedTensor(torch.zeros(s, dtype=torch.int64), 1.0) for s in _shapes(kind, cfg)]
+    groups = [tensors] * (group_count(cfg, frames) if kind == "nirvana" else 1)
+    emb = None
+    if kind == "hnerv":
+        c, h, w = cfg.emb_shape
+        emb = [QuantizedTensor(torch.zeros((frames, h, w), dtype=torch.int64), 1.0) for _ in range(c)]
+    return Fitted(kind, cfg, groups, emb, frames=torch.zeros((frames, 1, 1, 3), dtype=torch.uint8))
+
+
+def overhead_bits(kind: str, cfg, frames: int, fps=25) -> float:
+    """Bits a file of this network spends outside the rate estimate training minimises: the header,
+    chunk framing, step sizes and the encoder's text notes (measured by packing an all-zero network
+    of the same shapes), plus :data:`TABLE_ROW_BYTES` per table row."""
+    texts = {"encoder": "nervcodec (neural-codecs)", "psnr": "00.0000",
+             "settings": json.dumps({"epochs": 100, "lam": 0.0001, "lr": 0.002, "batch": 1, "seed": 0})}
+    fixed = len(pack(_zero_fitted(kind, cfg, frames), fps, texts))
+    rows = _row_of([math.prod(s) for s in _shapes(kind, cfg)])[1]
+    groups = group_count(cfg, frames) if kind == "nirvana" else 1
+    return 8.0 * (fixed + TABLE_ROW_BYTES * (rows * groups + (2 if kind == "hnerv" else 0)))
+
+
+def _budget(kind: str, height: int, width: int, frames: int, bpp: float, group: int) -> int:
+    """Parameters for ``bpp``: the file's bits less the fixed costs (measured on a first sizing)
+    and HNeRV's embeddings, at :data:`BITS_PER_PARAM` a parameter."""
+    bits = bpp * frames * height * width
+    budget = max(MIN_BUDGET, int(bits / BITS_PER_PARAM))
+    for _ in range(2):  # the fixed costs depend a little on the network's shapes: size twice
+        cfg = _sized(kind, height, width, frames, budget, group)
+        spare = bits - overhead_bits(kind, cfg, frames)
+        if kind == "hnerv":
+            c, h, w = cfg.emb_shape
+            spare -= EMB_BITS_PER_VALUE * c * h * w * frames
+        budget = max(MIN_BUDGET, int(spare / BITS_PER_PARAM))
+    return budget
+
+
+def _sized(kind: str, height: int, width: int, frames: int, size: int, group: int):
     if kind == "hnerv":
         return hnerv_config(height, width, size)
     if kind == "nervpp":
         return nervpp_config(height, width, size)
-    # NIRVANA: ``size`` is the budget for all groups together; later groups are residuals that
-    # cost a fraction of a fresh network, so each group's network gets a share larger than 1/G.
+    return nirvana_config(height, width, frames, size, group)
+
+
+def make_config(kind: str, height: int, width: int, frames: int, *, size: int | None = None,
+                bpp: float | None = None, group: int = 16):
+    """A model config for ``kind`` sized by parameter count ``size`` or for a target ``bpp``
+    (default :data:`DEFAULT_BPP`), counting what the file spends besides the weights."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown model {kind!r}; choose from {', '.join(KINDS)}")
+    if size is None:
+        size = _budget(kind, height, width, frames, bpp if bpp is not None else DEFAULT_BPP, group)
+    return _sized(kind, height, width, frames, max(size, MIN_BUDGET), group)
+
+
+def nirvana_config(height: int, width: int, frames: int, size: int, group: int = 16) -> NirvanaConfig:
+    """NIRVANA for ``size`` parameters over the whole clip. Later groups are residuals that cost a
+    fraction of a fresh network, so each group's network gets a share larger than 1/G."""
     g = group_count(NirvanaConfig(height, width, group=group), frames)
     per_group = size / (1 + 0.35 * (g - 1))
     hidden = 8
@@ -318,30 +385,73 @@ def pack(fitted: Fitted, fps, texts: dict[str, str] | None = None) -> bytes:
     return bs.write_container(header, chunks)
 
 
+def _check_frames(frames) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ValueError("frames must be a nonempty uint8 array (T, H, W, 3)")
+    return frames
+
+
+def prepare(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | None = None,
+            bpp: float | None = None, options: FitOptions | None = None, group: int = 16,
+            rate_control: bool | None = None):
+    """The config and options :func:`encode` trains with: the network sized by ``size`` or for
+    ``bpp`` (default :data:`DEFAULT_BPP`), and, unless ``rate_control`` is False (default: on
+    when no ``size`` is given), λ steered so the file lands near that bpp."""
+    T, H, W, _ = _check_frames(frames).shape
+    opts = (options or FitOptions()).for_model(model, team().size)
+    cfg = make_config(model, H, W, T, size=size, bpp=bpp, group=group)
+    if rate_control is None:
+        rate_control = size is None
+    if rate_control and opts.target_bpp is None:
+        opts = dataclasses.replace(opts, target_bpp=bpp if bpp is not None else DEFAULT_BPP)
+    if opts.target_bpp is not None:
+        opts = dataclasses.replace(opts, overhead_bits=overhead_bits(model, cfg, T, fps))
+    return cfg, opts
+
+
+def estimate_seconds(frames: np.ndarray, model: str, cfg, opts: FitOptions) -> float:
+    """About how long :func:`encode` will take here: timed training steps times the steps planned
+    (NIRVANA: every group at its full epochs, so an upper bound with ``target_psnr``), plus the
+    final render. With a time budget, the budget."""
+    if opts.time_budget is not None:
+        return opts.time_budget
+    step_s, per_epoch = probe_step_seconds(_check_frames(frames), model, cfg, opts)
+    T = len(frames)
+    if model == "nirvana":
+        G = group_count(cfg, T)
+        start = opts.epochs if opts.start_epochs is None else opts.start_epochs
+        first = opts.epochs if opts.first_epochs is None else opts.first_epochs
+        epochs = start * G / T + first + opts.epochs * (G - 1)  # the start trains on one frame a group
+        return step_s * per_epoch * epochs * 1.05
+    return step_s * per_epoch * opts.epochs * 1.05 + 0.4 * step_s * per_epoch
+
+
 def encode(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | None = None,
            bpp: float | None = None, options: FitOptions | None = None, group: int = 16,
-           progress: Callable[[int, int, dict], None] | None = None) -> EncodeResult | None:
+           progress: Callable[[int, int, dict], None] | None = None,
+           rate_control: bool | None = None) -> EncodeResult | None:
     """Fit ``model`` to uint8 frames (T, H, W, 3) and return the ``.nerv`` bytes and what they decode to.
 
     Called by every rank of a torch.distributed process group (same arguments), the training is
     shared (:mod:`models.inr.distributed`) and rank 0 gets the result; other ranks get None.
 
     ``size`` is the network's parameter count (or, for NIRVANA, of all groups together as a
-    budget); ``bpp`` sizes it from a target rate instead. ``options`` sets epochs, λ, device, seed.
+    budget); ``bpp`` sizes it from a target rate instead (default :data:`DEFAULT_BPP`), and then
+    λ is steered towards that rate unless ``rate_control`` is False (:func:`prepare`).
+    ``options`` sets epochs, λ, device, seed, a time budget.
     """
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-        raise ValueError("frames must be a nonempty uint8 array (T, H, W, 3)")
-    T, H, W, _ = frames.shape
-    opts = (options or FitOptions()).for_model(model, team().size)
-    cfg = make_config(model, H, W, T, size=size, bpp=bpp, group=group)
+    frames = _check_frames(frames)
+    cfg, opts = prepare(frames, fps, model=model, size=size, bpp=bpp, options=options, group=group,
+                        rate_control=rate_control)
     fitted = fit(frames, model, cfg, opts, progress)
     if fitted is None:  # a rank > 0 of a distributed encode: rank 0 holds the result
         return None
     mse = float(np.mean((fitted.frames.numpy().astype(np.float64) - frames) ** 2))
     psnr = float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    lam = fitted.history[-1].get("lam", opts.lam) if fitted.history else opts.lam
     texts = {"encoder": "nervcodec (neural-codecs)", "psnr": f"{psnr:.4f}",
-             "settings": json.dumps({"epochs": opts.epochs, "lam": opts.lam, "lr": opts.lr,
+             "settings": json.dumps({"epochs": opts.epochs, "lam": float(f"{lam:.4g}"), "lr": opts.lr,
                                      "batch": opts.batch, "seed": opts.seed}, sort_keys=True)}
     return EncodeResult(pack(fitted, fps, texts), fitted, model)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -13,18 +14,25 @@ from fractions import Fraction
 from pathlib import Path
 
 
-import bitstream as bs
-from bitstream import BitstreamError
+from ..cpu import calm_spinning
 
-from . import real, run, whole
-from .. import nerv
-from ..metrics import ms_ssim, psnr
-from ..video_io import check_video_output, read_video, write_video
+calm_spinning()  # before torch is first imported (by codec.nerv): see codec/cpu.py
+
+import bitstream as bs  # noqa: E402
+from bitstream import BitstreamError  # noqa: E402
+
+from . import real, run, whole  # noqa: E402
+from .. import nerv  # noqa: E402
+from ..cpu import set_threads  # noqa: E402
+from ..metrics import ms_ssim, psnr  # noqa: E402
+from ..video_io import check_video_output, read_video, write_video  # noqa: E402
 
 PROG = "nervcodec"
 
 EPILOG = """examples:
-  nervcodec encode clip.mp4 -o clip.nerv                      # HNeRV, default size (0.05 bpp)
+  nervcodec encode clip.mp4 -o clip.nerv                      # HNeRV at ~0.05 bpp, preset medium
+  nervcodec encode clip.mp4 --bpp 0.1 --preset slow           # more bits, more training
+  nervcodec encode clip.mp4 --time 5m                         # plan the training to end in 5 minutes
   nervcodec encode clip.mp4 --model nirvana --bpp 0.04 --epochs 150
   nervcodec encode clip.mp4 --model nirvana --size 800k --lam 0.001 --lr 5e-3 --epochs 80 \\
       --first-epochs 160 --start-epochs 0 --target-psnr 31     # NIRVANA set for speed to a PSNR
@@ -40,9 +48,16 @@ EPILOG = """examples:
 
 Models: hnerv (frame embeddings + conv decoder; best quality per bit here), nervpp (frame index
 -> network, nothing per frame), nirvana (one small network per group of frames, residual-coded;
-fastest to encode). Weights are quantized while training (λ = --lam trades bits for PSNR) and
-entropy coded. CUDA is used when present (--device). Errors print one line and exit with status
-2; Ctrl-C or an error leaves no partial output."""
+fastest to encode). Weights are quantized while training and entropy coded.
+
+Rate: --bpp (default 0.05) sizes the network and steers the rate weight λ during training so the
+file lands near it; --lam fixes λ instead, --size fixes the network's parameter count.
+Time: --preset fast|medium|slow sets the epochs like x264's presets (medium: 240 frames at 320x180
+in under 10 minutes on 2 cores); --time 5m plans the epochs to end within a wall-clock budget.
+Before training the encoder says what it will train and about how long it will take. Ctrl-C while
+training stops it and writes the file with the network trained so far; a second Ctrl-C abandons.
+CUDA is used when present (--device). Errors print one line and exit with status 2; an error
+leaves no partial output."""
 
 
 def _log(args, msg: str) -> None:
@@ -61,6 +76,29 @@ def parse_size(text: str) -> int:
     if not 1000 <= v <= nerv.MAX_PARAMS:
         raise argparse.ArgumentTypeError(f"size {text} out of range 1k..{nerv.MAX_PARAMS}")
     return int(v)
+
+
+def parse_duration(text: str) -> float:
+    """``300``, ``300s``, ``5m``, ``1.5h`` or ``1h30m`` → seconds."""
+    import re
+
+    t = text.strip().lower()
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", t)
+    if not t or parts is None or not any(parts.groups()):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 5m, 1h30m)")
+    h, m, sec = (float(x) if x else 0.0 for x in parts.groups())
+    v = 3600 * h + 60 * m + sec
+    if not 1 <= v <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"duration {text} out of range 1s..7 days")
+    return v
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
 
 
 def parse_wxh(text: str) -> tuple[int, int]:
@@ -99,6 +137,8 @@ class _Bar:
 
             self.bar = tqdm(total=total, unit="step", desc="training", file=sys.stderr, dynamic_ncols=True)
         now = time.perf_counter()
+        if total != self.bar.total:  # a time budget re-planned the epochs
+            self.bar.total = total
         if now - self.last > 0.25 or step == total:
             self.bar.n = step
             post = {"loss": f"{info['loss']:.4g}", "psnr": f"{info['psnr']:.2f}", "bpp": f"{info['bpp']:.4f}"}
@@ -115,8 +155,6 @@ class _Bar:
 
 def cmd_encode(args) -> None:
     """Encode; under ``torchrun`` every rank runs this, trains its share, and rank 0 writes the file."""
-    import torch
-
     from models.inr import FitOptions
     from models.inr import distributed as dd
 
@@ -127,7 +165,8 @@ def cmd_encode(args) -> None:
     bs.check_output(out, force=args.force, inputs=[args.input])
     video = read_video(args.input, start=args.start, count=args.frames, size=args.scale,
                        fps=Fraction(args.fps) if args.fps else None)
-    torch.set_num_threads(args.threads or torch.get_num_threads())
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")) or 1)
+    threads = set_threads(args.threads, ranks)
     try:
         device = dd.init_from_env(_device(args.device))
     except (RuntimeError, ValueError) as err:  # torchrun's rendezvous, CUDA devices
@@ -135,29 +174,53 @@ def cmd_encode(args) -> None:
     try:
         tm = dd.team()
         quiet = args.quiet or not tm.root
-        opts = FitOptions(epochs=args.epochs, lr=args.lr, lam=args.lam, batch=args.batch, seed=args.seed,
-                          device=device, burn_in=args.burn_in, burn_epochs=args.burn_epochs,
-                          target_psnr=args.target_psnr, start_epochs=args.start_epochs,
-                          first_epochs=args.first_epochs)
+        epochs = args.epochs or (1000 if args.time else nerv.PRESETS[args.preset][args.model])
+        opts = FitOptions(epochs=epochs, lr=args.lr, lam=args.lam if args.lam is not None else FitOptions.lam,
+                          batch=args.batch, seed=args.seed, device=device, burn_in=args.burn_in,
+                          burn_epochs=args.burn_epochs, target_psnr=args.target_psnr,
+                          start_epochs=args.start_epochs, first_epochs=args.first_epochs, time_budget=args.time)
+        rate_control = args.lam is None and args.size is None
+        cfg, opts = nerv.prepare(video.frames, video.fps, model=args.model, size=args.size, bpp=args.bpp,
+                                 options=opts, group=args.group, rate_control=rate_control)
         where = f"{tm.size} ranks ({'nccl' if device.startswith('cuda') else 'gloo'}), " if tm.size > 1 else ""
         if not quiet:
-            _log(args, f"{args.input}: {video.count} frames {video.width}x{video.height} @ {video.fps} fps; "
-                       f"training {args.model} on {where}{opts.device}")
+            _log(args, f"{args.input}: {video.count} frames {video.width}x{video.height} @ {video.fps} fps")
+            _log(args, _plan_line(args, video, cfg, opts, where, threads))
         bar = _Bar(quiet)
         try:
             res = nerv.encode(video.frames, video.fps, model=args.model, size=args.size, bpp=args.bpp,
-                              options=opts, group=args.group, progress=bar)
+                              options=opts, group=args.group, progress=bar, rate_control=rate_control)
         finally:
             bar.close()
         if res is not None:  # rank 0 (a rank > 0 sent its groups to rank 0)
             bs.atomic_write(out, res.data, force=args.force, inputs=[args.input])
             T, H, W = video.count, video.height, video.width
             p = psnr(res.frames, video.frames)
+            stopped = " (training stopped early by Ctrl-C)" if res.fitted.interrupted else ""
             _log(args, f"{out}: {len(res.data)} bytes, {8 * len(res.data) / (T * H * W):.4f} bpp, "
-                       f"PSNR {p:.2f} dB, {res.fitted.seconds:.1f} s")
+                       f"PSNR {p:.2f} dB, {res.fitted.seconds:.1f} s{stopped}")
         dd.leave(tm)  # a multi-rank job ends here (every rank together, no teardown: see leave)
     finally:
         dd.finish()
+
+
+def _plan_line(args, video, cfg, opts, where: str, threads: int) -> str:
+    """What the encode will do and about how long it will take (timed steps on this machine)."""
+    params = sum(math.prod(s) for s in nerv._shapes(args.model, cfg))
+    if opts.target_bpp is not None:
+        rate = f"target {opts.target_bpp:g} bpp (λ steered from {opts.lam:g})"
+    else:
+        rate = f"λ {opts.lam:g}"
+    if opts.time_budget is not None:
+        plan = f"epochs planned to fit {_fmt_seconds(opts.time_budget)}"
+    else:
+        unit = " per group" if args.model == "nirvana" else ""
+        preset = "" if args.epochs else f" (preset {args.preset})"
+        plan = f"{opts.epochs} epochs{unit}{preset}"
+    secs = nerv.estimate_seconds(video.frames, args.model, cfg, opts)
+    bound = "at most " if args.model == "nirvana" and opts.target_psnr is not None else "about "
+    return (f"training {args.model}, {params:,} parameters, {rate}, {plan} on {where}{opts.device} "
+            f"({threads} thread{'s' if threads > 1 else ''}): {bound}{_fmt_seconds(secs)}")
 
 
 def cmd_decode(args) -> None:
@@ -239,10 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", choices=nerv.KINDS, default="hnerv", help="architecture (%(default)s)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--size", type=parse_size, help="network parameters, e.g. 100k (NIRVANA: all groups)")
-    g.add_argument("--bpp", type=real(0, strict=True), help="size the network for about this many bits per pixel (default 0.05)")
-    p.add_argument("--epochs", type=whole(1), default=100,
-                   help="training passes over the video (NIRVANA: per group) (%(default)s)")
-    p.add_argument("--lam", type=real(0), default=0.02, help="rate weight λ in MSE + λ·bpp (%(default)s)")
+    g.add_argument("--bpp", type=real(0, strict=True),
+                   help=f"target bits per pixel: sizes the network and steers λ towards it (default {nerv.DEFAULT_BPP})")
+    p.add_argument("--preset", choices=tuple(nerv.PRESETS), default=nerv.DEFAULT_PRESET,
+                   help="training effort, as x264's presets: epochs per model (%(default)s; "
+                        + "; ".join(f"{k}: " + ", ".join(f"{m} {e}" for m, e in v.items())
+                                    for k, v in nerv.PRESETS.items()) + ")")
+    p.add_argument("--time", type=parse_duration, metavar="DURATION",
+                   help="wall-clock budget for the training, e.g. 90s, 5m, 1h: the epochs are planned from "
+                        "timed steps to end within it (at most --epochs when given)")
+    p.add_argument("--epochs", type=whole(1),
+                   help="training passes over the video (NIRVANA: per group); overrides --preset")
+    p.add_argument("--lam", type=real(0),
+                   help="fix the rate weight λ in MSE + λ·bpp (default: steered towards --bpp, from 0.02)")
     p.add_argument("--lr", type=real(0, strict=True), default=2e-3, help="Adam learning rate (%(default)s)")
     p.add_argument("--batch", type=whole(1),
                    help="frames per step (default 1, NeRV++ 4; NIRVANA: patches of that many frames)")
@@ -262,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of each burn-in group (default: half of --epochs)")
     p.add_argument("--fps", help="frame rate of a PNG folder (e.g. 30000/1001); default 25")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=whole(1), help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=whole(1),
+                   help="CPU threads (default: the cores this process may use, shared among torchrun's ranks)")
     selection(p)
     common(p)
     p.set_defaults(func=cmd_encode)

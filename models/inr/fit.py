@@ -11,6 +11,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributed import all_sum, barrier, broadcast_from_root, gather_to_root, segment, share, team
+from .control import Planner, RateControl
 from .hnerv import HNeRVDecoder, HNeRVEncoder, delta_coded
 from .layout import crop_frames, pad_frames, psnr_from_mse, to_uint8
 from .nervpp import NeRVpp
@@ -46,6 +50,9 @@ class FitOptions:
     target_psnr: float | None = None  # NIRVANA: a group stops after the first epoch at this PSNR (dB)
     start_epochs: int | None = None  # NIRVANA: epochs of the common start (None: ``epochs``; 0: none)
     first_epochs: int | None = None  # NIRVANA: epochs of the clip's first group (None: ``epochs``)
+    target_bpp: float | None = None  # steer λ (from ``lam``) so the file lands near this bpp
+    overhead_bits: float = 0.0  # bits the file spends outside the rate estimate (header, tables)
+    time_budget: float | None = None  # seconds: fit the epochs into this (planned from measured steps)
 
     def for_model(self, kind: str, ranks: int = 1) -> "FitOptions":
         """These options with the model's default batch filled in (when ``batch`` is None): one
@@ -78,6 +85,7 @@ class Fitted:
     frames: torch.Tensor | None = None  # uint8 (T, H, W, 3), rendered from the integers
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+    interrupted: bool = False  # training stopped early by Ctrl-C; the file holds the network as it was
 
 
 def build_net(kind: str, cfg) -> nn.Module:
@@ -139,15 +147,41 @@ def decoder_from(kind: str, cfg, tensors: list[QuantizedTensor]) -> nn.Module:
 # ---------------------------------------------------------------------------------------------
 
 
-def _schedule(opt: torch.optim.Optimizer, total: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
-    w = max(1, int(total * warmup))
+class _Schedule:
+    """Linear warm-up over ``warmup`` of the steps, then cosine decay to zero at ``total`` steps.
+    ``total`` may change while training (a time budget re-plans it); the warm-up length is fixed
+    by the first plan."""
 
-    def f(step: int) -> float:
-        if step < w:
-            return (step + 1) / w
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - w) / max(1, total - w))))
+    def __init__(self, opt: torch.optim.Optimizer, total: int, warmup: float):
+        self.total = max(1, total)
+        self.warm = max(1, int(self.total * warmup))
+        self.warmup = warmup
+        self.sched = torch.optim.lr_scheduler.LambdaLR(opt, self._factor)
 
-    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+    def _factor(self, step: int) -> float:
+        if step < self.warm:
+            return (step + 1) / self.warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - self.warm) / max(1, self.total - self.warm))))
+
+    def replan(self, total: int, first: bool = False) -> None:
+        self.total = max(1, total)
+        if first:
+            self.warm = max(1, int(self.total * self.warmup))
+
+    def step(self) -> None:
+        self.sched.step()
+
+    @property
+    def base_lrs(self) -> list[float]:
+        return self.sched.base_lrs
+
+    @base_lrs.setter
+    def base_lrs(self, v: list[float]) -> None:
+        self.sched.base_lrs = v
+
+
+def _schedule(opt: torch.optim.Optimizer, total: int, warmup: float) -> _Schedule:
+    return _Schedule(opt, total, warmup)
 
 
 def _adam(params: list[nn.Parameter], opts: FitOptions) -> torch.optim.Adam:
@@ -201,6 +235,46 @@ def fit(frames, kind: str, cfg, opts: FitOptions = FitOptions(), progress: Progr
     # was still rendering sometimes aborted (SIGABRT) on the way out
     barrier(team())
     return res
+
+
+#: Steps timed before a time budget makes its first plan.
+_PROBE_STEPS = 3
+
+
+def _target_bits(opts: FitOptions, pixels: int) -> float | None:
+    """The rate estimate's target: the file's bits at ``target_bpp`` less what it spends elsewhere."""
+    if opts.target_bpp is None:
+        return None
+    return max(opts.target_bpp * pixels - opts.overhead_bits, 0.05 * opts.target_bpp * pixels)
+
+
+class _Interruptible:
+    """Ctrl-C while training stops training instead of the program: ``requested`` turns True and
+    the fit finishes with the network as it is (quantized, evaluated and packed as usual), so a long
+    encode keeps its work. A second Ctrl-C, while that finishing runs, interrupts as usual.
+    Only for a one-process fit: under torchrun the launcher stops every rank."""
+
+    def __init__(self, tm):
+        self.active = tm.size == 1 and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._old = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupted: finishing the file with the network trained so far (Ctrl-C again to abandon)",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if self.active:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            signal.signal(signal.SIGINT, self._old)
+        return False
 
 
 class _Rollback:
@@ -299,40 +373,56 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
         step_net = DistributedDataParallel(step_net)
     opt = _adam(params, opts)
     steps_per_epoch = -(-T // opts.batch)
+    pixels = T * H * W
+    planner = Planner(opts.epochs, opts.time_budget, reserve=0.4)
     total = opts.epochs * steps_per_epoch
     sched = _schedule(opt, total, opts.warmup)
+    rate = RateControl(opts.lam, _target_bits(opts, pixels), steps_per_epoch)
     order = torch.Generator().manual_seed(opts.seed)  # the same batches on every rank
     torch.manual_seed(opts.seed * 7919 + 1 + tm.rank)  # noise: independent per rank
-    pixels = T * H * W
     hist: list[dict] = []
     step = 0
     t0 = time.perf_counter()
     rollback = _Rollback(step_net, opt, sched)
     qnet.train()
-    for epoch in range(opts.epochs):
-        perm = torch.randperm(T, generator=order)
-        se = 0.0
-        for b in range(steps_per_epoch):
-            batch = perm[b * opts.batch:(b + 1) * opts.batch]
-            if len(batch) < tm.size:
-                batch = batch.repeat(-(-tm.size // len(batch)))[:tm.size]
-            idx = share(batch, tm)
-            x = padded[idx].to(dev)
-            inp = x if kind == "hnerv" else frame_times(idx, T).to(dev)
-            y, bits = step_net(inp, tm.size * T / len(batch), idx)
-            mse = F.mse_loss(crop_frames(y, H, W), crop_frames(x, H, W))
-            part = tm.size * len(idx) / len(batch)  # this rank's share of the batch mean
-            loss = _descend(opt, sched, mse * part, bits, opts.lam / pixels)
-            step += 1
-            se += float(mse.detach()) * len(idx)
-            if progress:
-                progress(step, total, {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse.detach())),
-                                       "bpp": float(bits.detach()) / pixels})
-        se = all_sum(se, tm)
-        hist.append({"epoch": epoch + 1, "psnr": psnr_from_mse(se / T), "bpp": float(bits.detach()) / pixels,
-                     "seconds": time.perf_counter() - t0})
-        if rollback(hist[-1]["psnr"]):
-            hist[-1]["rolled_back"] = True
+    epoch = 0
+    with _Interruptible(tm) as stop:
+        while epoch < planner.planned and not stop.requested:
+            perm = torch.randperm(T, generator=order)
+            se = 0.0
+            for b in range(steps_per_epoch):
+                batch = perm[b * opts.batch:(b + 1) * opts.batch]
+                if len(batch) < tm.size:
+                    batch = batch.repeat(-(-tm.size // len(batch)))[:tm.size]
+                idx = share(batch, tm)
+                x = padded[idx].to(dev)
+                inp = x if kind == "hnerv" else frame_times(idx, T).to(dev)
+                y, bits = step_net(inp, tm.size * T / len(batch), idx)
+                mse = F.mse_loss(crop_frames(y, H, W), crop_frames(x, H, W))
+                part = tm.size * len(idx) / len(batch)  # this rank's share of the batch mean
+                loss = _descend(opt, sched, mse * part, bits, rate.lam / pixels)
+                est = float(bits.detach())
+                rate.update(est + opts.overhead_bits)
+                step += 1
+                se += float(mse.detach()) * len(idx)
+                if epoch == 0 and step == _PROBE_STEPS and opts.time_budget is not None:
+                    sched.replan(planner.after_steps(step, steps_per_epoch) * steps_per_epoch, first=True)
+                if progress:
+                    progress(step, planner.planned * steps_per_epoch,
+                             {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse.detach())),
+                              "bpp": (est + opts.overhead_bits) / pixels, "lam": rate.lam})
+                if stop.requested:
+                    break
+            epoch += 1
+            se = all_sum(se, tm)
+            hist.append({"epoch": epoch, "psnr": psnr_from_mse(se / T), "bpp": float(bits.detach()) / pixels,
+                         "lam": rate.lam, "seconds": time.perf_counter() - t0})
+            if stop.requested:
+                hist[-1]["interrupted"] = True
+                break
+            if rollback(hist[-1]["psnr"]):
+                hist[-1]["rolled_back"] = True
+            sched.replan(planner.after_epoch(epoch) * steps_per_epoch)
     if not tm.root:
         return None
     qnet.eval()
@@ -355,39 +445,48 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
         out = render(kind, cfg, dec, count=T, frames=range(T), emb=dequantize_embeddings(emb_q), device=dev)
     else:
         out = render(kind, cfg, dec, count=T, frames=range(T), device=dev)
-    return Fitted(kind, cfg, [weights], emb_q, est, out, history=hist)
+    return Fitted(kind, cfg, [weights], emb_q, est, out, history=hist, interrupted=stop.requested)
 
 
 def _train_patches(qnet: QuantizedNet, coords: torch.Tensor, tiles: torch.Tensor, frames: int, pixels: int,
-                   opts: FitOptions, tick: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
-                   ) -> tuple[float, int]:
+                   opts: FitOptions, tick: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
+                   rate: RateControl | None = None, stop: "_Interruptible | None" = None,
+                   budget: float | None = None) -> tuple[float, int]:
     """Up to ``opts.epochs`` passes of NIRVANA training over one set of patches, ``frames`` frames'
     worth of patches per step; ``tick(loss, mse, bits)`` after each pass. With ``opts.target_psnr`` it
     stops after the first pass whose PSNR (of the mean squared error over the pass, with the
     quantized weights the pass trained) reaches it: a group that already looks like its
     predecessor costs a pass or two, and the time goes to the groups that need it. The learning
-    rate follows the schedule of the full ``opts.epochs`` either way. Returns (the last pass's mean
-    squared error, passes run)."""
+    rate follows the schedule of the planned passes either way. ``rate`` steers λ (else
+    ``opts.lam``), ``budget`` (seconds) caps the passes (:class:`~models.inr.control.Planner`),
+    ``stop`` ends training at Ctrl-C. Returns (the last pass's mean squared error, passes run)."""
     n_patches = len(coords)
     per_step = max(1, min(n_patches, opts.batch * n_patches // max(frames, 1)))
     steps = -(-n_patches // per_step)
+    rate = rate or RateControl(opts.lam, None, steps)
     opt = _adam(list(qnet.parameters()), opts)
+    planner = Planner(opts.epochs, budget, reserve=0.0)
     sched = _schedule(opt, opts.epochs * steps, opts.warmup)
     qnet.train()
     epoch_mse, epoch = math.inf, 0
-    for epoch in range(1, opts.epochs + 1):
+    while epoch < planner.planned and not (stop and stop.requested):
         perm = torch.randperm(n_patches, device=coords.device)
         se = torch.zeros((), device=coords.device)
         for b in range(steps):
             sel = perm[b * per_step:(b + 1) * per_step]
             mse = F.mse_loss(qnet(coords[sel]), tiles[sel])
             bits = qnet.rate_bits()
-            loss = _descend(opt, sched, mse, bits, opts.lam / pixels)
+            loss = _descend(opt, sched, mse, bits, rate.lam / pixels)
+            rate.update(float(bits.detach()))
             se = se + mse.detach() * len(sel)
+            if epoch == 0 and b + 1 == _PROBE_STEPS and budget is not None:
+                sched.replan(planner.after_steps(b + 1, steps) * steps, first=True)
+        epoch += 1
         epoch_mse = float(se) / n_patches
         tick(loss, mse, bits)
         if opts.target_psnr is not None and psnr_from_mse(epoch_mse) >= opts.target_psnr:
             break
+        sched.replan(planner.after_epoch(epoch) * steps)
     qnet.eval()
     return epoch_mse, epoch
 
@@ -443,6 +542,28 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
     done: list[dict] = []
     step = 0
     t0 = time.perf_counter()
+    # rate: the first kept group is coded whole, later ones as residuals that cost a fraction of a
+    # network, so the first gets the share make_config sized it by and the rest split what is left
+    clip_bits = _target_bits(opts, T * H * W)
+    rate = RateControl(opts.lam, None, 1)
+    spent = 0.0
+
+    def group_target(g: int) -> float | None:
+        if clip_bits is None:
+            return None
+        left = [k for k in mine if k >= g]
+        if g == mine.start:
+            return clip_bits * len(mine) / G / (1 + 0.35 * (len(mine) - 1)) if len(mine) else None
+        return max(clip_bits * len(mine) / G - spent, 0.0) / max(1, len(left))
+
+    def group_budget(g: int | None) -> float | None:
+        """A share of the time left, in proportion to the epochs this group and the rest plan."""
+        if opts.time_budget is None:
+            return None
+        rest = [k for k in plan if g is None or k >= g]
+        weight = sum(group_epochs(k) for k in rest) + (start_epochs if g is None else 0)
+        mine_w = start_epochs if g is None else group_epochs(g)
+        return max(0.0, opts.time_budget - (time.perf_counter() - t0)) * mine_w / max(1, weight)
 
     def ticker(g: int | str, pixels: int):
         def tick(loss, mse, bits):
@@ -450,44 +571,53 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
             step += 1
             if progress:
                 progress(step, total, {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse.detach())),
-                                       "bpp": float(bits.detach()) / pixels, "group": g})
+                                       "bpp": float(bits.detach()) / pixels, "group": g, "lam": rate.lam})
         return tick
 
     qnet = QuantizedNet(NirvanaNet(cfg), opts.bits).to(dev)  # seeded in ``fit``: the same on every rank
     idx, local = _start_frames(cfg, T)
     torch.manual_seed(opts.seed * 100003)
-    if start_epochs:
-        _train_patches(qnet, patch_coords(cfg, local).to(dev), split_patches(cfg, padded[idx]).to(dev), len(idx),
-                       len(idx) * H * W, dataclasses.replace(opts, epochs=start_epochs, target_psnr=None),
-                       ticker("start", len(idx) * H * W))
-    # every rank computed the same start; rank 0's copy makes sure of it to the last bit, and
-    # every chain (one or many) begins from exactly these quantized values
-    qnet.load_exported(broadcast_from_root(qnet.export(), tm))
-    prev: list[QuantizedTensor] | None = None
-    for g in plan:
-        torch.manual_seed(opts.seed * 100003 + g + 1)
-        lo, hi = g * cfg.group, min(T, (g + 1) * cfg.group)
-        n = hi - lo
-        if prev is not None:
-            qnet.load_exported(prev)
-        # the rate is measured against the previous group, unless the file cannot hold that
-        # reference: a segment's first kept group follows a burn-in group only this rank has
-        qnet.set_reference(None if prev is None or g == mine.start else [t.ints.to(dev) for t in prev])
-        pixels = n * H * W
-        planned = group_epochs(g)
-        mse, passes = _train_patches(qnet, patch_coords(cfg, torch.arange(n)).to(dev),
-                                     split_patches(cfg, padded[lo:hi]).to(dev), n, pixels,
-                                     dataclasses.replace(opts, epochs=planned), ticker(g, pixels))
-        step += planned - passes  # the progress skips what was not needed
-        weights = qnet.export()
-        prev = weights
-        if g not in mine:
-            continue
-        frames = render("nirvana", cfg, decoder_from("nirvana", cfg, weights), count=n, frames=range(n), device=dev)
-        done.append({"group": g, "weights": weights, "frames": frames,
-                     "est": float(qnet.rate_bits(noise=False).detach()),
-                     "hist": {"group": g, "rank": tm.rank, "psnr": psnr_from_mse(mse), "epochs": passes,
-                              "seconds": time.perf_counter() - t0}})
+    with _Interruptible(tm) as stop:
+        if start_epochs:
+            passes = _train_patches(qnet, patch_coords(cfg, local).to(dev), split_patches(cfg, padded[idx]).to(dev),
+                                    len(idx), len(idx) * H * W,
+                                    dataclasses.replace(opts, epochs=start_epochs, target_psnr=None),
+                                    ticker("start", len(idx) * H * W), stop=stop, budget=group_budget(None))[1]
+            step += start_epochs - passes
+        # every rank computed the same start; rank 0's copy makes sure of it to the last bit, and
+        # every chain (one or many) begins from exactly these quantized values
+        qnet.load_exported(broadcast_from_root(qnet.export(), tm))
+        prev: list[QuantizedTensor] | None = None
+        for g in plan:
+            torch.manual_seed(opts.seed * 100003 + g + 1)
+            lo, hi = g * cfg.group, min(T, (g + 1) * cfg.group)
+            n = hi - lo
+            if prev is not None:
+                qnet.load_exported(prev)
+            # the rate is measured against the previous group, unless the file cannot hold that
+            # reference: a segment's first kept group follows a burn-in group only this rank has
+            qnet.set_reference(None if prev is None or g == mine.start else [t.ints.to(dev) for t in prev])
+            pixels = n * H * W
+            planned = group_epochs(g)
+            n_patches = n * cfg.patch_grid[0] * cfg.patch_grid[1]
+            rate.retarget(group_target(g) if g in mine else None,
+                          -(-n_patches // max(1, min(n_patches, opts.batch * n_patches // n))))
+            mse, passes = _train_patches(qnet, patch_coords(cfg, torch.arange(n)).to(dev),
+                                         split_patches(cfg, padded[lo:hi]).to(dev), n, pixels,
+                                         dataclasses.replace(opts, epochs=planned), ticker(g, pixels),
+                                         rate=rate, stop=stop, budget=group_budget(g))
+            step += planned - passes  # the progress skips what was not needed
+            weights = qnet.export()
+            prev = weights
+            if g not in mine:
+                continue
+            frames = render("nirvana", cfg, decoder_from("nirvana", cfg, weights), count=n, frames=range(n),
+                            device=dev)
+            est = float(qnet.rate_bits(noise=False).detach())
+            spent += est
+            done.append({"group": g, "weights": weights, "frames": frames, "est": est,
+                         "hist": {"group": g, "rank": tm.rank, "psnr": psnr_from_mse(mse), "epochs": passes,
+                                  "lam": rate.lam, "seconds": time.perf_counter() - t0}})
     parts = gather_to_root(done, tm)
     if parts is None:
         return None
@@ -495,4 +625,60 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
     if [d["group"] for d in every] != list(range(G)):
         raise RuntimeError("distributed NIRVANA: the gathered groups do not cover the clip")
     return Fitted("nirvana", cfg, [d["weights"] for d in every], None, sum(d["est"] for d in every),
-                  torch.cat([d["frames"] for d in every]), history=[d["hist"] for d in every])
+                  torch.cat([d["frames"] for d in every]), history=[d["hist"] for d in every],
+                  interrupted=stop.requested)
+
+
+def probe_step_seconds(frames, kind: str, cfg, opts: FitOptions, steps: int = 3) -> tuple[float, int]:
+    """Time training steps of ``kind`` on a throwaway network (one warm-up step, then the median of
+    ``steps``): returns (seconds per step, steps per epoch). What a plan of the encode is built on."""
+    opts = opts.for_model(kind)
+    target = _to_target(frames[: max(1, min(len(frames), opts.batch))])
+    T = len(frames)
+    state = torch.random.get_rng_state()
+    try:
+        if kind == "nirvana":
+            qnet = QuantizedNet(NirvanaNet(cfg), opts.bits).to(opts.device)
+            tiles = split_patches(cfg, pad_frames(target[:1], *cfg.padded)).to(opts.device)
+            n = len(tiles)
+            per_step = max(1, min(n * min(T, cfg.group), opts.batch * n))
+            coords = patch_coords(cfg, torch.zeros(1)).to(opts.device).repeat(-(-per_step // n), 1)[:per_step]
+            tiles = tiles.repeat(-(-per_step // n), 1, 1, 1)[:per_step]
+            opt = _adam(list(qnet.parameters()), opts)
+
+            def one():
+                loss = F.mse_loss(qnet(coords), tiles) + 1e-9 * qnet.rate_bits()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            per_epoch = -(-min(T, cfg.group) * n // per_step)
+        else:
+            qnet = QuantizedNet(build_net(kind, cfg), opts.bits).to(opts.device)
+            enc = embq = None
+            params = list(qnet.parameters())
+            if kind == "hnerv":
+                enc, embq = HNeRVEncoder(cfg).to(opts.device), QuantizedLatents(cfg.emb_ch).to(opts.device)
+                params += list(enc.parameters()) + list(embq.parameters())
+            step_net = _Step(kind, qnet, enc, embq, len(target))
+            opt = _adam(params, opts)
+            x = pad_frames(target, *cfg.padded).to(opts.device)
+            idx = torch.arange(len(target))
+
+            def one():
+                y, bits = step_net(x if kind == "hnerv" else frame_times(idx, T).to(opts.device), 1.0, idx)
+                loss = F.mse_loss(y, x) + 1e-9 * bits
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            per_epoch = -(-T // opts.batch)
+        times = []
+        for i in range(steps + 1):
+            t = time.perf_counter()
+            one()
+            if i:
+                times.append(time.perf_counter() - t)
+    finally:
+        torch.random.set_rng_state(state)
+    return sorted(times)[len(times) // 2], per_epoch

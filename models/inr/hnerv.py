@@ -153,12 +153,26 @@ def solve_width(make, budget: int, lo: int = 4, hi: int = 4096) -> int:
     return lo
 
 
+#: Narrowest block widths tried, widest first, when a small budget cannot hold the default
+#: ``min_ch`` (short or small clips): the network shrinks instead of overshooting the budget.
+MIN_CH_STEPS = (12, 8, 6, 4, 3, 2)
+
+
 def hnerv_config(height: int, width: int, budget: int, *, emb_ch: int = 8,
                  strides: tuple[int, ...] | None = None, kernels: tuple[int, ...] = ()) -> HNeRVConfig:
-    """Size an HNeRV decoder for ``height``×``width`` frames to ``budget`` parameters."""
+    """Size an HNeRV decoder for ``height``×``width`` frames to ``budget`` parameters.
+
+    The stem width is solved for the budget; when even the narrowest stem is over it, the block
+    widths' floor ``min_ch`` comes down step by step (:data:`MIN_CH_STEPS`), then the kernels to
+    3×3, so a tiny budget gives a tiny network rather than one ten times over."""
     strides = tuple(strides) if strides else default_strides(height, width)
+    choices = [(m, tuple(kernels)) for m in MIN_CH_STEPS]
+    choices += [(m, tuple(min(k, 3) for k in HNeRVConfig(1, 1, strides, 1).kernels)) for m in MIN_CH_STEPS[-2:]]
+    for min_ch, ks in choices:
+        def make(c0, min_ch=min_ch, ks=ks):
+            return decoder_params(HNeRVConfig(height, width, strides, c0, emb_ch, ks, min_ch=min_ch))
 
-    def make(c0):
-        return decoder_params(HNeRVConfig(height, width, strides, c0, emb_ch, kernels))
-
-    return HNeRVConfig(height, width, strides, solve_width(make, budget), emb_ch, kernels)
+        c0 = solve_width(make, budget)
+        if make(c0) <= budget:
+            break
+    return HNeRVConfig(height, width, strides, c0, emb_ch, ks, min_ch=min_ch)

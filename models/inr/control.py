@@ -1,0 +1,80 @@
+"""Steering a fit: λ towards a target rate, and the epochs into a wall-clock budget.
+
+:class:`RateControl` — a user asks for bits per pixel, not for a λ. The network is sized for the
+target (:func:`codec.nerv.make_config`), but how many bits a parameter costs depends on the clip
+and on λ, so a fixed λ lands anywhere from a third to three times the target. The controller does
+dual ascent on the constraint "estimated file bits = target": after every step it moves log λ by
+a small gain times log(estimate / target), so one epoch spent at twice the target doubles λ. The
+estimate is the differentiable rate the loss already computes, plus the bits the file spends
+outside it (header, tables), which the codec knows.
+
+:class:`Planner` — a budget in seconds becomes a number of epochs: the first plan comes from timed
+probe steps before training, and after every epoch the plan is redone from the measured mean epoch
+time, keeping back what the final evaluation (rendering every frame) costs. The learning-rate
+schedule follows the plan, so the cosine decay ends when the budget does.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+#: λ stays within these bounds whatever the estimate does (the loss is MSE of [0, 1] pixels plus
+#: λ times bits per pixel: 1e-7 is rate-blind, 10 trades everything for rate).
+LAM_MIN, LAM_MAX = 1e-7, 10.0
+
+
+class RateControl:
+    """λ that steers the estimated bits towards ``target_bits`` (None: λ stays fixed)."""
+
+    def __init__(self, lam: float, target_bits: float | None, steps_per_epoch: int):
+        self.log_lam = math.log(min(max(lam, LAM_MIN), LAM_MAX))
+        self.target = None if target_bits is None else max(float(target_bits), 1.0)
+        self.gain = 1.0 / max(1, steps_per_epoch)
+
+    @property
+    def lam(self) -> float:
+        return math.exp(self.log_lam)
+
+    def retarget(self, target_bits: float | None, steps_per_epoch: int | None = None) -> None:
+        """A new target (NIRVANA: each group's share), keeping the λ learnt so far."""
+        self.target = None if target_bits is None else max(float(target_bits), 1.0)
+        if steps_per_epoch:
+            self.gain = 1.0 / steps_per_epoch
+
+    def update(self, est_bits: float) -> float:
+        """Record a step's estimate (bits of the whole file); returns the λ for the next step."""
+        if self.target is not None and math.isfinite(est_bits):
+            err = max(-1.0, min(1.0, math.log(max(est_bits, 1.0) / self.target)))
+            self.log_lam = min(max(self.log_lam + self.gain * err, math.log(LAM_MIN)), math.log(LAM_MAX))
+        return self.lam
+
+
+class Planner:
+    """Epochs that fit ``budget`` seconds (None: ``epochs`` as given), redone after every epoch.
+
+    ``reserve`` is what must be left for the work after training (the final render), in epochs'
+    time; ``least`` the fewest epochs it plans, however short the budget."""
+
+    def __init__(self, epochs: int, budget: float | None, reserve: float = 0.0, least: int = 1):
+        self.cap, self.budget, self.reserve, self.least = epochs, budget, reserve, least
+        self.t0 = time.perf_counter()
+        self.planned = epochs
+
+    def _fit(self, per_epoch: float, done: int, elapsed: float) -> int:
+        left = self.budget - self.reserve * per_epoch - elapsed
+        more = int(left / max(per_epoch, 1e-9)) if left > 0 else 0
+        return min(self.cap, max(self.least, done + more))
+
+    def after_steps(self, steps: int, steps_per_epoch: int) -> int:
+        """A first plan from the first ``steps`` steps (before an epoch has ended)."""
+        if self.budget is not None and steps > 0:
+            elapsed = time.perf_counter() - self.t0
+            self.planned = self._fit(elapsed / steps * steps_per_epoch, 0, elapsed)
+        return self.planned
+
+    def after_epoch(self, done: int) -> int:
+        """Re-plan after ``done`` epochs; returns the epochs now planned (≥ ``done``)."""
+        if self.budget is not None and done > 0:
+            elapsed = time.perf_counter() - self.t0
+            self.planned = self._fit(elapsed / done, done, elapsed)
+        return self.planned
