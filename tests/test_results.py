@@ -39,6 +39,8 @@ def _fake_data(root):
     frames = np.repeat(np.repeat(frames, 2, axis=1), 2, axis=2)  # 48 x 64
     write_video(root / "video" / "big_buck_bunny_360p.mkv", frames, 24, lossless=True)
     (root / "video" / "big_buck_bunny_360p.mkv").rename(root / "video" / "big_buck_bunny_360p.mp4")
+    write_video(root / "video" / "short_hamilton_clip.mkv", frames[::-1].copy(), 30, lossless=True)
+    (root / "video" / "short_hamilton_clip.mkv").rename(root / "video" / "short_hamilton_clip.mp4")
     _fake_imagenette(root / "imagenette")
     return root
 

@@ -11,8 +11,10 @@ the same frames (``tools/video_baselines.py``). Results: one CompressAI-style JS
     python tools/bench_nerv.py bench_data/bbb_320x180_240.mkv --out bench_data/nerv \\
         --run hnerv:size=100k,epochs=60 --run nirvana:size=100k,epochs=40 --baselines x264,svtav1
 
-``--run MODEL:key=value,...`` (keys: size, bpp, epochs, lam, lr, batch, group; NIRVANA's
-start_epochs, first_epochs, and psnr: target_psnr, a group stops at this training PSNR) may be repeated;
+``--run MODEL:key=value,...`` (keys: size, bpp, epochs, preset, time (seconds), lam, lr, batch,
+group; NIRVANA's start_epochs, first_epochs, and psnr: target_psnr, a group stops at this training
+PSNR) may be repeated; ``--run hnerv:`` is exactly ``nervcodec encode``'s defaults (preset medium,
+0.05 bpp with λ steered towards it; a ``lam`` or ``size`` key fixes λ as the CLI's flags do);
 runs finish one by one and their JSON is rewritten after each, so an interrupted benchmark keeps
 what it finished.
 """
@@ -26,11 +28,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codec.cpu import calm_spinning  # noqa: E402
+
+calm_spinning()  # before torch loads (codec/cpu.py)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from bench_common import pyplot  # noqa: E402
 from codec import nerv  # noqa: E402
@@ -53,8 +59,10 @@ def parse_run(spec: str) -> tuple[str, dict]:
             kw[k] = parse_size(v)
         elif k in ("epochs", "batch", "group", "start_epochs", "first_epochs"):
             kw[k] = int(v)
-        elif k in ("bpp", "lam", "lr", "psnr"):
+        elif k in ("bpp", "lam", "lr", "psnr", "time"):
             kw[k] = float(v)
+        elif k == "preset" and v in nerv.PRESETS:
+            kw[k] = v
         else:
             raise SystemExit(f"bench_nerv: unknown key {k!r} in --run {spec!r}")
     return model, kw
@@ -66,8 +74,9 @@ def machine() -> str:
 
 def run_nerv(frames: np.ndarray, fps, model: str, kw: dict, out: Path, repeats: int, device: str,
              log=print) -> dict:
-    opts = FitOptions(device=device, target_psnr=kw.get("psnr"),
-                      **{k: kw[k] for k in ("epochs", "lam", "lr", "batch", "start_epochs", "first_epochs") if k in kw})
+    epochs = kw.get("epochs", 1000 if "time" in kw else nerv.PRESETS[kw.get("preset", nerv.DEFAULT_PRESET)][model])
+    opts = FitOptions(device=device, target_psnr=kw.get("psnr"), epochs=epochs, time_budget=kw.get("time"),
+                      **{k: kw[k] for k in ("lam", "lr", "batch", "start_epochs", "first_epochs") if k in kw})
     last = [0.0]
 
     def progress(step, total, info):
@@ -78,9 +87,10 @@ def run_nerv(frames: np.ndarray, fps, model: str, kw: dict, out: Path, repeats: 
 
     t0 = time.perf_counter()
     res = nerv.encode(frames, fps, model=model, size=kw.get("size"), bpp=kw.get("bpp"), options=opts,
-                      group=kw.get("group", 16), progress=progress)
+                      group=kw.get("group", 16), progress=progress,
+                      rate_control="lam" not in kw and "size" not in kw)
     enc_s = time.perf_counter() - t0
-    tag = f"{model}-" + "-".join(f"{k}{v}" for k, v in sorted(kw.items()))
+    tag = f"{model}-" + ("-".join(f"{k}{v}" for k, v in sorted(kw.items())) or "defaults")
     path = out / f"{tag}.nerv"
     path.write_bytes(res.data)
     times = []
@@ -154,8 +164,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from codec.cpu import set_threads
+
+    set_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     video = read_video(args.clip, count=args.frames)

@@ -3,6 +3,7 @@
     python tools/results.py run              # every step not yet done, then the page
     python tools/results.py run --only video # one family: images, video, split (speed rides along)
     python tools/results.py run --redo video-hnerv   # run a finished step again
+    python tools/results.py run --steps video-clip,video-defaults-clip   # only these steps
     python tools/results.py page             # rewrite RESULTS.md and docs/results/ from what is done
     python tools/results.py list             # the steps, their commands, which are done
 
@@ -56,6 +57,7 @@ def steps(data: Path, work: Path, quick: bool = False) -> list[Step]:
     """The benchmark steps in order (later steps of a family read what earlier ones wrote)."""
     d, w = str(data), work
     clip = w / "video" / "clip.mkv"
+    clip2 = w / "video" / "clip2.mkv"
     q = quick
     return [
         Step("images-mnist", "images", "pcz (shipped MNIST model) vs PNG / WebP / JPEG XL lossless on MNIST test",
@@ -78,6 +80,16 @@ def steps(data: Path, work: Path, quick: bool = False) -> list[Step]:
                 "--run", f"{m}:size=3k,epochs=1" if q else f"{m}:{spec}", "--repeats", "1" if q else "3"])
           for m, spec in (("hnerv", "size=100k,epochs=300,batch=1"), ("nirvana", NIRVANA_RUN),
                           ("nervpp", "size=100k,epochs=20"))],
+        Step("video-clip2", "video", "the second clip: the live-action Hamilton clip, frames 0-239 at 320x180",
+             ["make_bench_clip.py", "--src", str(data / "video" / "short_hamilton_clip.mp4"), "-o", str(clip2),
+              "--start", "0", "--force"] + (["--count", "8", "--size", "64x36"] if q else [])),
+        Step("video-baselines2", "video", "x264 / x265 / SVT-AV1 (PyAV) on the second clip",
+             ["video_baselines.py", str(clip2), "--out", str(w / "video" / "baselines2")]
+             + (["--codecs", "x264", "--crf-list", "30"] if q else [])),
+        *[Step(f"video-defaults-{tag}", "video", f"nervcodec encode's defaults (preset medium, 0.05 bpp) on {what}",
+               ["bench_nerv.py", str(path), "--out", str(w / "video" / f"defaults-{tag}"), "--baselines", "",
+                "--run", "hnerv:size=3k,epochs=1" if q else "hnerv:", "--repeats", "1" if q else "3"])
+          for tag, path, what in (("clip", clip, "the benchmark clip"), ("clip2", clip2, "the second clip"))],
         Step("split-teacher", "split", "teacher ResNet-18 (width 16, 64 px) on Imagenette train",
              ["train_split.py", "teacher", "--data", str(data / "imagenette"), "--res", "32" if q else "64",
               "--base-width", "8" if q else "16", "--epochs", "1" if q else "15", "-o", str(w / "split" / "teacher.npz"),
@@ -138,7 +150,12 @@ def machine() -> str:
 def cmd_run(args) -> int:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    todo = [s for s in steps(args.data, work, args.quick) if not args.only or s.family in args.only]
+    todo = [s for s in steps(args.data, work, args.quick) if (not args.only or s.family in args.only)
+            and (not args.steps or s.name in args.steps)]
+    unknown = set(args.steps or []) - {s.name for s in steps(args.data, work, args.quick)}
+    if unknown:
+        print(f"results: unknown step(s) {', '.join(sorted(unknown))} (see: results.py list)", file=sys.stderr)
+        return 2
     done = _load_done(work)
     for name in args.redo or []:
         done.pop(name, None)
@@ -200,6 +217,8 @@ def main(argv=None) -> int:
         if name == "run":
             p.add_argument("--only", type=lambda s: s.split(","), help="families: " + ",".join(FAMILIES))
             p.add_argument("--redo", action="append", metavar="STEP", help="run a finished step again (repeatable)")
+            p.add_argument("--steps", type=lambda s: s.split(","), metavar="STEP,...",
+                           help="run only these steps (and skip the others)")
             p.add_argument("--no-page", action="store_true", help="do not rewrite the page afterwards")
     args = ap.parse_args(argv)
     return args.func(args)

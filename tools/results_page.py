@@ -158,7 +158,40 @@ def video_section(work: Path, docs: Path) -> tuple[list[str], list[str]]:
     fig.savefig(docs / "video_rd.png", dpi=110)
     plt.close(fig)
     lines += ["![video rate-distortion](docs/results/video_rd.png)", ""]
+    lines += defaults_lines(work)
     return lines, _time_to_psnr(runs, docs)
+
+
+def interpolate_log_bpp(bpp: float, xs: list[float], ys: list[float]) -> float | None:
+    """``ys`` at ``bpp`` on the curve (xs, ys), linear in log bpp; None outside the measured range."""
+    pts = sorted(zip(xs, ys))
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= bpp <= x1 and x1 > x0:
+            t = (math.log(bpp) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + t * (y1 - y0)
+    return None
+
+
+def defaults_lines(work: Path) -> list[str]:
+    """``nervcodec encode`` with its defaults on both clips, beside x264 medium at the same bpp."""
+    rows = []
+    for tag, base_dir, clip in (("clip", "baselines", "benchmark clip (Big Buck Bunny)"),
+                                ("clip2", "baselines2", "second clip (Hamilton, live action)")):
+        p = work / "video" / f"defaults-{tag}" / "runs.json"
+        if not p.exists():
+            continue
+        x264 = [d for d in load_docs(work / "video" / base_dir) if d["name"].startswith("x264")]
+        for pt in json.loads(p.read_text()).get("hnerv", []):
+            ref = interpolate_log_bpp(pt["bpp"], x264[0]["results"]["bpp"], x264[0]["results"]["psnr-rgb"]) \
+                if x264 else None
+            rows.append([clip, _f(pt["bpp"], ".4f"), _f(pt["psnr"], ".2f"), _f(ref, ".2f") if ref is not None else "—",
+                         _f(pt["psnr"] - ref, "+.2f") if ref is not None else "—", _f(pt["encode_s"], ".0f")])
+    if not rows:
+        return []
+    return (["### `nervcodec encode` with its defaults (preset medium, 0.05 bpp asked), both clips", ""]
+            + _table(["clip", "bpp", "RGB PSNR (dB)", "x264 medium at that bpp", "difference", "encode (s)"], rows)
+            + ["", "x264 is interpolated linearly in log bpp between its measured points (steps `video-baselines*`).",
+               ""])
 
 
 def _time_to_psnr(runs: dict[str, list[dict]], docs: Path) -> list[str]:

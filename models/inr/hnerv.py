@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .layout import default_strides, round_up
+from .layout import default_strides, leaky_tanh, round_up
 
 #: Frames per independently decodable run of embeddings: a run's first frame is coded as it is,
 #: the others as the difference to their predecessor (see :class:`~models.inr.quant.QuantizedLatents`).
@@ -95,7 +95,10 @@ class HNeRVDecoder(nn.Module):
         x = self.stem(emb)
         for b in self.blocks:
             x = b(x)
-        return (torch.tanh(self.head(x)) + 1) * 0.5
+        return (leaky_tanh(self.head(x)) + 1) * 0.5
+
+
+
 
 
 class _ConvNeXtBlock(nn.Module):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hnerv import solve_width
-from .layout import default_strides, round_up
+from .layout import default_strides, leaky_sigmoid, round_up
 
 
 @dataclass
@@ -113,7 +113,7 @@ class NeRVpp(nn.Module):
         x = self.stem(x)
         for b in self.blocks:
             x = b(x)
-        return torch.sigmoid(self.head(x))
+        return leaky_sigmoid(self.head(x))
 
 
 def nervpp_params(cfg: NeRVppConfig) -> int:

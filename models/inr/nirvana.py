@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layout import round_up
+from .layout import leaky_sigmoid, round_up
 
 
 @dataclass
@@ -80,7 +80,7 @@ class NirvanaNet(nn.Module):
         x = self.proj(self.siren(coords)).view(-1, self.cfg.feat_ch, self.side, self.side)
         for conv in self.ups:
             x = F.gelu(F.pixel_shuffle(conv(x), 2))
-        return torch.sigmoid(self.head(x))
+        return leaky_sigmoid(self.head(x))
 
 
 def patch_coords(cfg: NirvanaConfig, local_frames: torch.Tensor) -> torch.Tensor:

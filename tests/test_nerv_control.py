@@ -1,0 +1,256 @@
+"""nervcodec's steering: rate control towards a bpp, time budgets, presets, Ctrl-C, thread defaults."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from codec import cpu, nerv
+from codec.cli.nerv import parse_duration
+from models.inr import FitOptions
+from models.inr.control import GAIN, LAM_MAX, LAM_MIN, Planner, RateControl
+from models.inr.hnerv import decoder_params, hnerv_config
+from conftest import ROOT
+from test_nerv import tiny_clip
+
+
+def test_rate_control_moves_lambda_towards_the_target():
+    rc = RateControl(0.02, 1000.0)
+    rc.after_epoch(2000.0)  # an epoch that ends at twice the target: λ rises by 2**GAIN
+    assert rc.lam == pytest.approx(0.02 * 2 ** GAIN, rel=1e-6)
+    rc.after_epoch(500.0)
+    assert rc.lam == pytest.approx(0.02, rel=1e-6)
+    rc.after_epoch(1e9)  # one epoch moves log λ by GAIN at most
+    assert rc.lam == pytest.approx(0.02 * math.exp(GAIN), rel=1e-6)
+    for _ in range(1000):  # bounded whatever the coded size does
+        rc.after_epoch(1e12)
+    assert rc.lam == pytest.approx(LAM_MAX)
+    for _ in range(1000):
+        rc.after_epoch(0.0)
+    assert rc.lam == pytest.approx(LAM_MIN)
+    fixed = RateControl(0.02, None)
+    fixed.after_epoch(1e9)
+    assert fixed.lam == pytest.approx(0.02) and fixed.last_bits == 1e9
+
+
+def test_empirical_bits_are_what_the_histograms_cost():
+    from models.inr.quant import empirical_bits
+
+    big = torch.tensor([0] * 300 + [1] * 100)  # p = 3/4, 1/4
+    expect = -(300 * math.log2(0.75) + 100 * math.log2(0.25))
+    assert empirical_bits([big]) == pytest.approx(expect)
+    assert empirical_bits([torch.zeros(1000)]) == 0.0
+    # small tensors share one histogram, as the coder's shared table row
+    assert empirical_bits([torch.zeros(10), torch.ones(10)]) == pytest.approx(20.0)
+
+
+def test_leaky_heads_keep_the_forward_and_a_gradient():
+    from models.inr.layout import leaky_sigmoid, leaky_tanh
+
+    x = torch.tensor([-1e4, -3.0, 0.0, 2.0, 1e4], requires_grad=True)
+    assert torch.equal(leaky_tanh(x), torch.tanh(x)) and torch.equal(leaky_sigmoid(x), torch.sigmoid(x))
+    leaky_tanh(x).sum().backward()
+    assert (x.grad >= 0.05 - 1e-7).all() and x.grad[2] == pytest.approx(1.0)
+
+
+def test_planner_fits_epochs_into_the_budget(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    p = Planner(epochs=1000, budget=60.0, reserve=0.5)
+    now[0] += 2.0  # first epoch took 2 s: 60 s less half an epoch's reserve
+    assert p.after_epoch(1) == 1 + int((60 - 1 - 2) / 2)
+    now[0] += 8.0  # the machine got slower: 10 s for two epochs
+    assert p.after_epoch(2) == 2 + int((60 - 2.5 - 10) / 5)
+    assert Planner(epochs=7, budget=1e6).after_epoch(0) == 7  # never past the cap
+    assert Planner(epochs=7, budget=None).after_epoch(3) == 7  # no budget: as given
+    late = Planner(epochs=50, budget=1.0)
+    now[0] += 10.0
+    assert late.after_epoch(1) == 1  # over budget: stop after what is done
+
+
+def test_hnerv_sizing_holds_small_budgets():
+    for budget in (1500, 3000, 10_000, 40_000):
+        cfg = hnerv_config(72, 128, budget)
+        assert decoder_params(cfg) <= budget
+        assert decoder_params(cfg) >= budget / 3
+    # large budgets keep the shapes they always had
+    assert hnerv_config(180, 320, 134_251).min_ch == 12
+
+
+@pytest.mark.parametrize("shape", [(8, 72, 128), (48, 72, 128), (8, 180, 320)])
+def test_sizing_from_bpp_scales_with_the_clip(shape):
+    T, H, W = shape
+    small = nerv.make_config("hnerv", H, W, T, bpp=0.2)
+    large = nerv.make_config("hnerv", H, W, T, bpp=0.8)
+    n_small = sum(int(np.prod(s)) for s in nerv._shapes("hnerv", small))
+    n_large = sum(int(np.prod(s)) for s in nerv._shapes("hnerv", large))
+    assert n_large > 2 * n_small
+    # the network never costs more than the whole target at the assumed bits per parameter
+    assert n_large * nerv.BITS_PER_PARAM <= 0.8 * T * H * W
+
+
+def test_overhead_counts_what_the_file_spends_besides_the_weights():
+    clip = tiny_clip()
+    res = nerv.encode(clip, 25, model="hnerv", size=3000, options=FitOptions(epochs=2, batch=3))
+    over = nerv.overhead_bits("hnerv", res.fitted.config, len(clip)) / 8
+    # the file is at least its fixed costs; those are a few hundred bytes here
+    assert 100 < over < len(res.data)
+
+
+def test_rate_control_steers_towards_the_target():
+    """Direction and rough size on a short fit (120 steps: λ cannot travel far in so few epochs);
+    the ±30 % on real clip sizes is measured by ``tools/bench_nerv_sizing.py``."""
+    clip = tiny_clip(T=8, H=72, W=128)
+    T, H, W, _ = clip.shape
+    out = {}
+    for bpp in (0.3, 1.0):
+        res = nerv.encode(clip, 25, model="hnerv", bpp=bpp, options=FitOptions(epochs=30, batch=2))
+        out[bpp] = 8 * len(res.data) / (T * H * W)
+        assert res.fitted.history[-1]["lam"] > 10 * nerv.START_LAM  # λ was steered up from its start
+    assert out[1.0] > 2 * out[0.3]
+    assert out[0.3] < 3 * 0.3 and out[1.0] < 3 * 1.0
+
+
+def test_time_budget_ends_training_in_time():
+    clip = tiny_clip(T=6, H=36, W=64)
+    t0 = time.perf_counter()
+    res = nerv.encode(clip, 25, model="hnerv", size=3000, options=FitOptions(epochs=100_000, time_budget=3.0))
+    took = time.perf_counter() - t0
+    assert res.fitted.history[-1]["seconds"] < 4.0
+    assert took < 15.0
+    assert 3 <= len(res.fitted.history) < 100_000
+    frames, _ = nerv.decode(res.data)
+    assert np.array_equal(frames, res.frames)
+
+
+def test_nirvana_time_budget_and_rate_control():
+    clip = tiny_clip(T=8, H=32, W=32)
+    res = nerv.encode(clip, 25, model="nirvana", bpp=1.0, group=4,
+                      options=FitOptions(epochs=100_000, time_budget=4.0))
+    assert res.fitted.seconds < 8.0
+    frames, _ = nerv.decode(res.data)
+    assert np.array_equal(frames, res.frames)
+
+
+@pytest.mark.parametrize("kind", ["hnerv", "nirvana"])
+def test_ctrl_c_finishes_the_file_with_the_network_so_far(kind):
+    clip = tiny_clip()
+    calls = [0]
+
+    def progress(step, total, info):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    res = nerv.encode(clip, 25, model=kind, size=3000, group=3, options=FitOptions(epochs=1000, batch=2),
+                      progress=progress)
+    assert res.fitted.interrupted
+    assert calls[0] < 50
+    frames, _ = nerv.decode(res.data)
+    assert np.array_equal(frames, res.frames)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_plan_estimate_is_in_seconds_of_this_machine():
+    clip = tiny_clip(T=6, H=36, W=64)
+    cfg, opts = nerv.prepare(clip, 25, model="hnerv", options=FitOptions(epochs=5, batch=1))
+    assert opts.target_bpp == nerv.DEFAULT_BPP and opts.overhead_bits > 0
+    est = nerv.estimate_seconds(clip, "hnerv", cfg, opts)
+    t0 = time.perf_counter()
+    nerv.encode(clip, 25, model="hnerv", options=FitOptions(epochs=5, batch=1))
+    took = time.perf_counter() - t0
+    assert 0.2 * took < est < 5 * took
+    _, fixed = nerv.prepare(clip, 25, model="hnerv", size=3000, options=FitOptions())
+    assert fixed.target_bpp is None  # a size the user chose: λ as given
+
+
+def test_presets_and_durations():
+    assert set(nerv.PRESETS) == {"fast", "medium", "slow"}
+    for name in nerv.PRESETS:
+        assert set(nerv.PRESETS[name]) == set(nerv.KINDS)
+    assert all(nerv.PRESETS["fast"][k] < nerv.PRESETS["medium"][k] < nerv.PRESETS["slow"][k] for k in nerv.KINDS)
+    assert parse_duration("90") == 90 and parse_duration("90s") == 90
+    assert parse_duration("5m") == 300 and parse_duration("1h30m") == 5400 and parse_duration("1.5h") == 5400
+    import argparse
+
+    for bad in ("", "m", "5x", "-3", "0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_duration(bad)
+
+
+def test_thread_defaults_do_not_oversubscribe():
+    assert 1 <= cpu.default_threads() <= cpu.available_cores()
+    assert cpu.default_threads(ranks=cpu.available_cores() * 4) == 1
+    code = ("import os; from codec.cpu import calm_spinning; ok = calm_spinning(); import torch; "
+            "print(ok, os.environ.get('GOMP_SPINCOUNT'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", cpu.SPIN_COUNT]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's choice wins
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "None"]
+
+
+def test_bf16_training_still_decodes_to_the_encoders_evaluation():
+    clip = tiny_clip()
+    res = nerv.encode(clip, 25, model="hnerv", size=3000, options=FitOptions(epochs=2, batch=3, precision="bf16"))
+    frames, _ = nerv.decode(res.data)
+    assert np.array_equal(frames, res.frames)  # training in bf16; evaluation and decoding in float32
+    from models.inr.fit import native_bf16, resolve_precision
+
+    auto = resolve_precision(FitOptions())
+    assert auto.precision == ("bf16" if native_bf16() else "fp32")
+    assert resolve_precision(FitOptions(precision="fp32")).precision == "fp32"
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "codec.cli.nerv", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory):
+    from codec.video_io import write_video
+
+    path = tmp_path_factory.mktemp("ctl") / "clip.mkv"
+    write_video(path, tiny_clip(T=6, H=24, W=32), 24, lossless=True)
+    return path
+
+
+def test_cli_says_what_it_will_do_and_keeps_the_time_budget(clip_path, tmp_path):
+    out = tmp_path / "t.nerv"
+    p = _cli("encode", clip_path, "-o", out, "--time", "3s", "--device", "cpu")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    plan = next(line for line in err.splitlines() if line.startswith("training hnerv"))
+    assert "target 0.05 bpp" in plan and "epochs planned to fit 3 s" in plan
+    assert out.exists()
+    p = _cli("encode", clip_path, "-o", tmp_path / "m.nerv", "--preset", "fast", "--device", "cpu")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert f"{nerv.PRESETS['fast']['hnerv']} epochs (preset fast)" in err and ": about " in err
+
+
+def test_cli_ctrl_c_writes_the_network_trained_so_far(clip_path, tmp_path):
+    out = tmp_path / "c.nerv"
+    p = _cli("encode", clip_path, "-o", out, "--epochs", "100000", "--size", "4k", "--device", "cpu")
+    lines = []
+    for line in p.stderr:  # the plan line comes before training starts
+        lines.append(line)
+        if line.startswith("training hnerv"):
+            break
+    time.sleep(2.0)
+    p.send_signal(signal.SIGINT)
+    rest, _ = p.communicate(timeout=120)[1], None
+    err = "".join(lines) + rest
+    assert p.returncode == 0, err
+    assert "finishing the file with the network trained so far" in err
+    assert "training stopped early by Ctrl-C" in err
+    frames, _ = nerv.decode(out.read_bytes())
+    assert frames.shape == (6, 24, 32, 3)
