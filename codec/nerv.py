@@ -157,13 +157,18 @@ def make_config(kind: str, height: int, width: int, frames: int, *, size: int | 
 
 def nirvana_config(height: int, width: int, frames: int, size: int, group: int = 16) -> NirvanaConfig:
     """NIRVANA for ``size`` parameters over the whole clip. Later groups are residuals that cost a
-    fraction of a fresh network, so each group's network gets a share larger than 1/G."""
+    fraction of a fresh network, so each group's network gets a share larger than 1/G. The SIREN
+    widens with the share; where even the narrowest network (hidden 16) with 8 feature channels is
+    over it (short or small clips), the feature channels drop to 4 (the upsampling convolutions
+    are most of a small network's parameters), so the budget holds instead of being tripled."""
     g = group_count(NirvanaConfig(height, width, group=group), frames)
     per_group = size / (1 + 0.35 * (g - 1))
-    hidden = 8
-    while nirvana_params(NirvanaConfig(height, width, group=group, hidden=hidden + 8)) <= per_group and hidden < 512:
+    feat = 8 if nirvana_params(NirvanaConfig(height, width, group=group, hidden=16)) <= per_group else 4
+    hidden = 16
+    while hidden < 512 and nirvana_params(NirvanaConfig(height, width, group=group, hidden=hidden + 8,
+                                                        feat_ch=feat)) <= per_group:
         hidden += 8
-    return NirvanaConfig(height, width, group=group, hidden=hidden)
+    return NirvanaConfig(height, width, group=group, hidden=hidden, feat_ch=feat)
 
 
 def config_to_params(kind: str, cfg) -> bytes:

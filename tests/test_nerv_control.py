@@ -254,3 +254,16 @@ def test_cli_ctrl_c_writes_the_network_trained_so_far(clip_path, tmp_path):
     assert "training stopped early by Ctrl-C" in err
     frames, _ = nerv.decode(out.read_bytes())
     assert frames.shape == (6, 24, 32, 3)
+
+
+def test_nirvana_sizing_holds_small_budgets():
+    from models.inr import nirvana_params
+
+    small = nerv.make_config("nirvana", 72, 128, 32, bpp=0.05)
+    assert small.hidden >= 16
+    g = -(-32 // small.group)
+    # under the per-group share of the budget the sizing assumed (it used to be 2.2x over it)
+    share = nerv._budget("nirvana", 72, 128, 32, 0.05, 16) / (1 + 0.35 * (g - 1))
+    assert nirvana_params(small) <= max(share, nirvana_params(nerv.NirvanaConfig(72, 128, hidden=16, feat_ch=4)))
+    large = nerv.make_config("nirvana", 180, 320, 240, bpp=0.05)
+    assert large.feat_ch == 8 and large.hidden > 64
