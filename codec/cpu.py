@@ -5,8 +5,8 @@ long while (300,000 iterations by default) waiting for the next parallel region 
 sleep. nervcodec's training runs thousands of small parallel regions per second. When another
 process holds one of the cores, the spinning thread and the thread that has work take turns on
 it, and a training step costs about ten times the CPU it costs on an idle machine
-(``tools/bench_nerv_threads.py`` measures it). Short spinning keeps the idle speed-up of several
-threads and loses almost nothing when a core is taken.
+(``tools/bench_nerv_threads.py`` measures it). Shorter spinning cuts that; the rest is the
+training's thread governor, which drops to one thread while another program holds a core.
 
 libgomp reads its settings once, when torch is first imported, so :func:`calm_spinning` must run
 before that: the command-line tools call it at import time. A library user who imports torch
@@ -17,8 +17,11 @@ from __future__ import annotations
 import os
 import sys
 
-#: Spin iterations before an idle OpenMP worker sleeps (libgomp's default is 300,000).
-SPIN_COUNT = "1000"
+#: Spin iterations before an idle OpenMP worker sleeps (libgomp's default is 300,000). 1,000
+#: made two threads slower than one on an idle machine (75 vs 57 ms a step); 10,000 keeps the
+#: idle speed-up (46 ms) and, with the training's thread governor
+#: (:class:`models.inr.control.ThreadGovernor`), the cost under load.
+SPIN_COUNT = "10000"
 
 
 def calm_spinning() -> bool:

@@ -126,7 +126,7 @@ def test_hnerv_data_parallel_matches_one_process(tmp_path):
     p2, p1 = psnr(frames, clip()), psnr(single.frames, clip())
     print(p1, p2)
     assert abs(p2 - p1) < 1.0, (p1, p2)  # the same optimisation, split over two processes
-    assert p1 > 13  # and it learned something (the first epochs sit near 11 dB)
+    assert p1 > 12.3  # and it learned something (the first epochs sit near 11 dB; the 4k budget now holds)
 
 
 def test_a_failing_rank_ends_the_job_and_nothing_is_written(tmp_path):

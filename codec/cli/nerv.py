@@ -178,7 +178,8 @@ def cmd_encode(args) -> None:
         opts = FitOptions(epochs=epochs, lr=args.lr, lam=args.lam if args.lam is not None else FitOptions.lam,
                           batch=args.batch, seed=args.seed, device=device, burn_in=args.burn_in,
                           burn_epochs=args.burn_epochs, target_psnr=args.target_psnr,
-                          start_epochs=args.start_epochs, first_epochs=args.first_epochs, time_budget=args.time)
+                          start_epochs=args.start_epochs, first_epochs=args.first_epochs, time_budget=args.time,
+                          adapt_threads=args.threads is None)
         rate_control = args.lam is None and args.size is None
         cfg, opts = nerv.prepare(video.frames, video.fps, model=args.model, size=args.size, bpp=args.bpp,
                                  options=opts, group=args.group, rate_control=rate_control)
@@ -220,7 +221,8 @@ def _plan_line(args, video, cfg, opts, where: str, threads: int) -> str:
     secs = nerv.estimate_seconds(video.frames, args.model, cfg, opts)
     bound = "at most " if args.model == "nirvana" and opts.target_psnr is not None else "about "
     return (f"training {args.model}, {params:,} parameters, {rate}, {plan} on {where}{opts.device} "
-            f"({threads} thread{'s' if threads > 1 else ''}): {bound}{_fmt_seconds(secs)}")
+            f"({threads} thread{'s' if threads > 1 else ''}{', one while the machine is busy' if threads > 1 and opts.adapt_threads else ''}): "
+            f"{bound}{_fmt_seconds(secs)}")
 
 
 def cmd_decode(args) -> None:
@@ -335,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", help="frame rate of a PNG folder (e.g. 30000/1001); default 25")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=whole(1),
-                   help="CPU threads (default: the cores this process may use, shared among torchrun's ranks)")
+                   help="CPU threads, fixed (default: the cores this process may use, shared among torchrun's "
+                        "ranks, dropping to one while another program keeps a core busy)")
     selection(p)
     common(p)
     p.set_defaults(func=cmd_encode)

@@ -92,3 +92,54 @@ class Planner:
             elapsed = time.perf_counter() - self.t0
             self.planned = self._fit(elapsed / done, done, elapsed)
         return self.planned
+
+
+class ThreadGovernor:
+    """Chooses, while training runs, between ``most`` torch threads and one, by timing windows of
+    steps with each: on an idle machine several threads win, and when another program takes a core
+    one thread wins by far, because every parallel region then waits for a thread that is not
+    running (2 cores, one busy, HNeRV at 320x180: 190-900 ms a step with 2 threads, 57 with one;
+    ``tools/bench_nerv_threads.py``). A trial window of the other choice runs every ``every``
+    windows, so the choice follows the load as it changes.
+
+    Changing the thread count can change how float sums are split, so a fit that uses this is not
+    bit-for-bit repeatable (its file still decodes exactly to its own final evaluation)."""
+
+    def __init__(self, most: int, window: int = 8, every: int = 12):
+        import torch
+
+        self._torch = torch
+        self.most, self.window, self.every = most, window, every
+        self.enabled = most > 1
+        self.current = most
+        self.times: dict[int, float] = {}
+        self.count, self.windows, self.trial = 0, 0, False
+        self.t0 = time.perf_counter()
+
+    def _set(self, n: int) -> None:
+        if n != self.current:
+            self._torch.set_num_threads(n)
+            self.current = n
+
+    def step(self) -> None:
+        """Call after every training step."""
+        if not self.enabled:
+            return
+        self.count += 1
+        if self.count < self.window:
+            return
+        self.times[self.current] = (time.perf_counter() - self.t0) / self.count
+        self.count = 0
+        self.windows += 1
+        if self.trial:  # the trial window ended: keep the faster
+            self._set(min(self.times, key=self.times.get))
+            self.trial = False
+        elif self.windows % self.every == 1:
+            self._set(1 if self.current != 1 else self.most)
+            self.trial = True
+        self.t0 = time.perf_counter()
+
+    def close(self) -> None:
+        """Leave torch with the thread count it had."""
+        if self.enabled:
+            self._set(self.most)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributed import all_sum, barrier, broadcast_from_root, gather_to_root, segment, share, team
-from .control import Planner, RateControl
+from .control import Planner, RateControl, ThreadGovernor
 from .hnerv import HNeRVDecoder, HNeRVEncoder, delta_coded
 from .layout import crop_frames, pad_frames, psnr_from_mse, to_uint8
 from .nervpp import NeRVpp
@@ -54,7 +54,8 @@ class FitOptions:
     target_bpp: float | None = None  # steer λ (from ``lam``) so the file lands near this bpp
     overhead_bits: float = 0.0  # bits the file spends outside the rate estimate (header, tables)
     time_budget: float | None = None  # seconds: fit the epochs into this (planned from measured steps)
-    precision: str = "auto"  # training forward: "fp32", "bf16" (autocast) or "auto" (bf16 where timed faster)
+    precision: str = "auto"  # training forward: "fp32", "bf16" (autocast) or "auto" (bf16 on native-bf16 CPUs)
+    adapt_threads: bool = False  # CPU: switch between torch's threads and one as the load changes
 
     def for_model(self, kind: str, ranks: int = 1) -> "FitOptions":
         """These options with the model's default batch filled in (when ``batch`` is None): one
@@ -227,10 +228,15 @@ def fit(frames, kind: str, cfg, opts: FitOptions = FitOptions(), progress: Progr
     if (target.shape[2], target.shape[3]) != (cfg.height, cfg.width):
         raise ValueError("config size does not match the frames")
     t0 = time.perf_counter()
-    if kind == "nirvana":
-        res = _fit_nirvana(target, cfg, opts, progress)
-    else:
-        res = _fit_global(target, kind, cfg, opts, progress)
+    governor = ThreadGovernor(torch.get_num_threads() if opts.adapt_threads and opts.device.startswith("cpu")
+                              and team().size == 1 else 1)
+    try:
+        if kind == "nirvana":
+            res = _fit_nirvana(target, cfg, opts, progress, governor)
+        else:
+            res = _fit_global(target, kind, cfg, opts, progress, governor)
+    finally:
+        governor.close()
     if res is not None:
         res.seconds = time.perf_counter() - t0
     # every rank leaves training together: a rank that tore down its process group while another
@@ -388,7 +394,8 @@ class _Step(nn.Module):
         return self.qnet(emb), self.qnet.rate_bits() + ebits * emb_scale
 
 
-def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress: Progress | None) -> Fitted | None:
+def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress: Progress | None,
+                governor: ThreadGovernor) -> Fitted | None:
     """HNeRV and NeRV++: one network for the whole clip, mini-batches of frames.
 
     With a team of several ranks each global batch is split among them and the step is wrapped
@@ -448,6 +455,7 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
                 mse = F.mse_loss(crop_frames(y, H, W), crop_frames(x, H, W))
                 part = tm.size * len(idx) / len(batch)  # this rank's share of the batch mean
                 loss = _descend(opt, sched, mse * part, bits, rate.lam / pixels)
+                governor.step()
                 step += 1
                 se += float(mse.detach()) * len(idx)
                 if epoch == 0 and step == _PROBE_STEPS and opts.time_budget is not None:
@@ -500,7 +508,7 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
 def _train_patches(qnet: QuantizedNet, coords: torch.Tensor, tiles: torch.Tensor, frames: int, pixels: int,
                    opts: FitOptions, tick: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
                    rate: RateControl | None = None, stop: "_Interruptible | None" = None,
-                   budget: float | None = None) -> tuple[float, int]:
+                   budget: float | None = None, governor: ThreadGovernor | None = None) -> tuple[float, int]:
     """Up to ``opts.epochs`` passes of NIRVANA training over one set of patches, ``frames`` frames'
     worth of patches per step; ``tick(loss, mse, bits)`` after each pass. With ``opts.target_psnr`` it
     stops after the first pass whose PSNR (of the mean squared error over the pass, with the
@@ -528,6 +536,8 @@ def _train_patches(qnet: QuantizedNet, coords: torch.Tensor, tiles: torch.Tensor
             mse = F.mse_loss(out.float(), tiles[sel])
             bits = qnet.rate_bits()
             loss = _descend(opt, sched, mse, bits, rate.lam / pixels)
+            if governor is not None:
+                governor.step()
             se = se + mse.detach() * len(sel)
             if epoch == 0 and b + 1 == _PROBE_STEPS and budget is not None:
                 sched.replan(planner.after_steps(b + 1, steps) * steps, first=True)
@@ -552,7 +562,8 @@ def _start_frames(cfg: NirvanaConfig, T: int) -> tuple[torch.Tensor, torch.Tenso
     return torch.arange(G) * cfg.group + local, local
 
 
-def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, progress: Progress | None) -> Fitted | None:
+def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, progress: Progress | None,
+                 governor: ThreadGovernor) -> Fitted | None:
     """One network per group of frames, each warm-started from the previous group's integers and
     trained with the rate of its residual against them.
 
@@ -634,7 +645,8 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
             passes = _train_patches(qnet, patch_coords(cfg, local).to(dev), split_patches(cfg, padded[idx]).to(dev),
                                     len(idx), len(idx) * H * W,
                                     dataclasses.replace(opts, epochs=start_epochs, target_psnr=None),
-                                    ticker("start", len(idx) * H * W), stop=stop, budget=group_budget(None))[1]
+                                    ticker("start", len(idx) * H * W), stop=stop, budget=group_budget(None),
+                                    governor=governor)[1]
             step += start_epochs - passes
         # every rank computed the same start; rank 0's copy makes sure of it to the last bit, and
         # every chain (one or many) begins from exactly these quantized values
@@ -655,7 +667,7 @@ def _fit_nirvana(target: torch.Tensor, cfg: NirvanaConfig, opts: FitOptions, pro
             mse, passes = _train_patches(qnet, patch_coords(cfg, torch.arange(n)).to(dev),
                                          split_patches(cfg, padded[lo:hi]).to(dev), n, pixels,
                                          dataclasses.replace(opts, epochs=planned), ticker(g, pixels),
-                                         rate=rate, stop=stop, budget=group_budget(g))
+                                         rate=rate, stop=stop, budget=group_budget(g), governor=governor)
             step += planned - passes  # the progress skips what was not needed
             weights = qnet.export()
             prev = weights
