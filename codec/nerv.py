@@ -39,6 +39,7 @@ from models.inr import (
 )
 from models.inr.distributed import team
 from models.inr.fit import probe_step_seconds
+from models.inr.quant import TABLE_SPAN
 from models.inr.hnerv import delta_coded
 
 WEIGHTS = "W"
@@ -52,7 +53,7 @@ EMB_RUNS = {1: 8, 2: EMB_RUN}
 #: Tensors with fewer values share one table row; larger ones get their own.
 SMALL_TENSOR = 256
 #: Widest table row; values outside it are escape-coded (exact, just dearer).
-MAX_ROW = 4096
+MAX_ROW = TABLE_SPAN
 #: Largest network a file may declare (parameters), checked before anything is built.
 MAX_PARAMS = 1 << 26
 MAX_FRAME_PIXELS = 1 << 26
@@ -109,13 +110,16 @@ def _zero_fitted(kind: str, cfg, frames: int) -> Fitted:
     return Fitted(kind, cfg, groups, emb, frames=torch.zeros((frames, 1, 1, 3), dtype=torch.uint8))
 
 
-def overhead_bits(kind: str, cfg, frames: int, fps=25) -> float:
-    """Bits a file of this network spends outside the rate estimate training minimises: the header,
-    chunk framing, step sizes and the encoder's text notes (measured by packing an all-zero network
-    of the same shapes), plus :data:`TABLE_ROW_BYTES` per table row."""
+def overhead_bits(kind: str, cfg, frames: int, fps=25, tables: bool = True) -> float:
+    """Bits a file of this network spends besides its integers' entropy: the header, chunk framing,
+    step sizes and the encoder's text notes (measured by packing an all-zero network of the same
+    shapes), plus, with ``tables``, :data:`TABLE_ROW_BYTES` per table row (what sizing assumes;
+    the rate control measures the tables as they are instead)."""
     texts = {"encoder": "nervcodec (neural-codecs)", "psnr": "00.0000",
              "settings": json.dumps({"epochs": 100, "lam": 0.0001, "lr": 0.002, "batch": 1, "seed": 0})}
     fixed = len(pack(_zero_fitted(kind, cfg, frames), fps, texts))
+    if not tables:
+        return 8.0 * fixed
     rows = _row_of([math.prod(s) for s in _shapes(kind, cfg)])[1]
     groups = group_count(cfg, frames) if kind == "nirvana" else 1
     return 8.0 * (fixed + TABLE_ROW_BYTES * (rows * groups + (2 if kind == "hnerv" else 0)))
@@ -416,7 +420,7 @@ def prepare(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | Non
     if rate_control and opts.target_bpp is None:
         opts = dataclasses.replace(opts, target_bpp=bpp if bpp is not None else DEFAULT_BPP, lam=START_LAM)
     if opts.target_bpp is not None:
-        opts = dataclasses.replace(opts, overhead_bits=overhead_bits(model, cfg, T, fps))
+        opts = dataclasses.replace(opts, overhead_bits=overhead_bits(model, cfg, T, fps, tables=False))
     return cfg, opts
 
 

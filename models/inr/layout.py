@@ -56,24 +56,26 @@ def psnr_from_mse(mse: float) -> float:
 
 class _Leaky(torch.autograd.Function):
     """A saturating output function whose forward is exactly torch's (decoding is unchanged) and
-    whose gradient never falls below :data:`LEAK` of its largest. Why: on a dark clip (the second
-    clip's first 48 frames) HNeRV's head inputs ran to -10,000 within two epochs, the tanh's
-    gradient vanished there, and the network stayed black for good (15 dB; 27.8 dB with the leak,
-    and the benchmark clip within 0.3 dB of before)."""
+    whose gradient, where it points back towards the middle, never falls below :data:`LEAK` of its
+    largest. Why: on a dark clip (the second clip's first 48 frames) HNeRV's head inputs ran to
+    -10,000 within two epochs, the tanh's gradient vanished there, and the network stayed black
+    for good (15 dB; 27.8 dB with the leak). Only inwards: a leak that also pushed outwards drove
+    the inputs (and the weights, and their integers) on without end towards pixels at exactly 0
+    or 255, which no tanh reaches (48 frames at 128x72: 23 bits a weight)."""
 
     @staticmethod
     def forward(ctx, x, kind: str):
         y = torch.tanh(x) if kind == "tanh" else torch.sigmoid(x)
-        ctx.save_for_backward(y)
+        ctx.save_for_backward(x, y)
         ctx.kind = kind
         return y
 
     @staticmethod
     def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        if ctx.kind == "tanh":
-            return g * torch.clamp(1 - y * y, min=LEAK), None
-        return g * torch.clamp(y * (1 - y), min=LEAK / 4), None
+        x, y = ctx.saved_tensors
+        slope, least = (1 - y * y, LEAK) if ctx.kind == "tanh" else (y * (1 - y), LEAK / 4)
+        inwards = g * x > 0  # descent moves x by -g·slope: towards 0 when g and x share a sign
+        return g * torch.where(inwards, torch.clamp(slope, min=least), slope), None
 
 
 #: Least gradient of an output head's tanh (sigmoid: a quarter of it) while training.
