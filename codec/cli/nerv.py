@@ -220,9 +220,9 @@ def _plan_line(args, video, cfg, opts, where: str, threads: int) -> str:
         plan = f"{opts.epochs} epochs{unit}{preset}"
     secs = nerv.estimate_seconds(video.frames, args.model, cfg, opts)
     bound = "at most " if args.model == "nirvana" and opts.target_psnr is not None else "about "
+    busy = ", one while the machine is busy" if threads > 1 and opts.adapt_threads else ""
     return (f"training {args.model}, {params:,} parameters, {rate}, {plan} on {where}{opts.device} "
-            f"({threads} thread{'s' if threads > 1 else ''}{', one while the machine is busy' if threads > 1 and opts.adapt_threads else ''}): "
-            f"{bound}{_fmt_seconds(secs)}")
+            f"({threads} thread{'s' if threads > 1 else ''}{busy}): {bound}{_fmt_seconds(secs)}")
 
 
 def cmd_decode(args) -> None:

@@ -4,8 +4,8 @@
 target (:func:`codec.nerv.make_config`), but how many bits a parameter costs depends on the clip
 and on λ, so a fixed λ lands anywhere from a third to three times the target. The controller does
 dual ascent on the constraint "coded file bits = target": after every epoch it moves log λ by a
-gain times log(coded / target). The coded bits are the integers' cost under their own histograms, plus what the file spends
-besides (header, tables, text), which the codec knows.
+gain times log(coded / target). The coded bits are the integers' cost under their own histograms
+and tables, plus what the file spends besides (header, framing, text), which the codec knows.
 
 :class:`Planner` — a budget in seconds becomes a number of epochs: the first plan comes from timed
 probe steps before training, and after every epoch the plan is redone from the measured mean epoch

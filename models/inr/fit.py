@@ -461,7 +461,7 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
                 if epoch == 0 and step == _PROBE_STEPS and opts.time_budget is not None:
                     sched.replan(planner.after_steps(step, steps_per_epoch) * steps_per_epoch, first=True)
                 if progress:
-                    coded = rate.last_bits if rate.last_bits is not None else float(bits.detach())
+                    coded = float(bits.detach()) if rate.last_bits is None else rate.last_bits + opts.overhead_bits
                     progress(step, planner.planned * steps_per_epoch,
                              {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse.detach())),
                               "bpp": coded / pixels, "lam": rate.lam})

@@ -43,7 +43,8 @@ def write(stem: str, res, doc: dict) -> None:
 
 
 def main() -> None:
-    res = nerv.encode(clip(), 24, model="hnerv", size=2500, options=FitOptions(epochs=2, batch=4, seed=3, precision="fp32"))
+    res = nerv.encode(clip(), 24, model="hnerv", size=2500,
+                      options=FitOptions(epochs=2, batch=4, seed=3, precision="fp32"))
     e = hashlib.sha256(np.stack([t.ints.numpy() for t in res.fitted.emb], axis=1).astype("<i8").tobytes())
     write(f"nerv_tiny_v{nerv.FORMAT_VERSION}", res,
           {"weights_sha256": weights_sha256(res.fitted.groups), "embedding_steps": [t.step for t in res.fitted.emb],
@@ -51,7 +52,8 @@ def main() -> None:
 
 
 def nirvana() -> None:
-    res = nerv.encode(clip(), 24, model="nirvana", size=2500, options=FitOptions(epochs=2, seed=3, precision="fp32"), group=2)
+    res = nerv.encode(clip(), 24, model="nirvana", size=2500,
+                      options=FitOptions(epochs=2, seed=3, precision="fp32"), group=2)
     write(f"nerv_tiny_nirvana_v{nerv.FORMAT_VERSION}", res, {"weights_sha256": weights_sha256(res.fitted.groups)})
 
 
