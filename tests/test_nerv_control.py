@@ -250,10 +250,16 @@ def test_cli_ctrl_c_writes_the_network_trained_so_far(clip_path, tmp_path):
         lines.append(line)
         if line.startswith("training hnerv"):
             break
-    time.sleep(2.0)
+    # the bar's first draw ("training: ...", no newline) says the fit, and its Ctrl-C handler, began
+    seen = ""
+    while "training:" not in seen:
+        c = p.stderr.read(1)
+        assert c, "".join(lines) + seen  # the encoder ended before training began
+        seen += c
+    time.sleep(1.0)
     p.send_signal(signal.SIGINT)
     rest, _ = p.communicate(timeout=120)[1], None
-    err = "".join(lines) + rest
+    err = "".join(lines) + seen + rest
     assert p.returncode == 0, err
     assert "finishing the file with the network trained so far" in err
     assert "training stopped early by Ctrl-C" in err
