@@ -39,7 +39,7 @@ from models.inr import (
 )
 from models.inr.distributed import team
 from models.inr.fit import probe_step_seconds
-from models.inr.quant import TABLE_SPAN
+from models.inr.quant import SMALL_TENSOR as QUANT_SMALL_TENSOR, TABLE_SPAN
 from models.inr.hnerv import delta_coded
 
 WEIGHTS = "W"
@@ -51,7 +51,7 @@ READABLE_VERSIONS = (1, 2)
 #: Frames per ``E`` chunk (HNeRV), by format version: the unit a single-frame decode reads.
 EMB_RUNS = {1: 8, 2: EMB_RUN}
 #: Tensors with fewer values share one table row; larger ones get their own.
-SMALL_TENSOR = 256
+SMALL_TENSOR = QUANT_SMALL_TENSOR
 #: Widest table row; values outside it are escape-coded (exact, just dearer).
 MAX_ROW = TABLE_SPAN
 #: Largest network a file may declare (parameters), checked before anything is built.
@@ -115,8 +115,7 @@ def overhead_bits(kind: str, cfg, frames: int, fps=25, tables: bool = True) -> f
     step sizes and the encoder's text notes (measured by packing an all-zero network of the same
     shapes), plus, with ``tables``, :data:`TABLE_ROW_BYTES` per table row (what sizing assumes;
     the rate control measures the tables as they are instead)."""
-    texts = {"encoder": "nervcodec (neural-codecs)", "psnr": "00.0000",
-             "settings": json.dumps({"epochs": 100, "lam": 0.0001, "lr": 0.002, "batch": 1, "seed": 0})}
+    texts = _texts(10.0, FitOptions(batch=1), 1e-4)  # a typical PSNR width
     fixed = len(pack(_zero_fitted(kind, cfg, frames), fps, texts))
     if not tables:
         return 8.0 * fixed
@@ -458,16 +457,28 @@ def encode(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | None
     frames = _check_frames(frames)
     cfg, opts = prepare(frames, fps, model=model, size=size, bpp=bpp, options=options, group=group,
                         rate_control=rate_control)
+    return encode_prepared(frames, fps, model, cfg, opts, progress)
+
+
+def encode_prepared(frames: np.ndarray, fps, model: str, cfg, opts: FitOptions,
+                    progress: Callable[[int, int, dict], None] | None = None) -> EncodeResult | None:
+    """:func:`encode` with the config and options :func:`prepare` gave (the CLI prepares first,
+    to say what it will train, and does not size the network twice)."""
+    frames = _check_frames(frames)
     fitted = fit(frames, model, cfg, opts, progress)
     if fitted is None:  # a rank > 0 of a distributed encode: rank 0 holds the result
         return None
     mse = float(np.mean((fitted.frames.numpy().astype(np.float64) - frames) ** 2))
     psnr = float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
     lam = fitted.history[-1].get("lam", opts.lam) if fitted.history else opts.lam
-    texts = {"encoder": "nervcodec (neural-codecs)", "psnr": f"{psnr:.4f}",
-             "settings": json.dumps({"epochs": opts.epochs, "lam": float(f"{lam:.4g}"), "lr": opts.lr,
-                                     "batch": opts.batch, "seed": opts.seed}, sort_keys=True)}
-    return EncodeResult(pack(fitted, fps, texts), fitted, model)
+    return EncodeResult(pack(fitted, fps, _texts(psnr, opts, lam)), fitted, model)
+
+
+def _texts(psnr: float, opts: FitOptions, lam: float) -> dict[str, str]:
+    """The encoder's ``t`` notes: its name, the PSNR it measured, its settings (λ as it ended)."""
+    return {"encoder": "nervcodec (neural-codecs)", "psnr": f"{psnr:.4f}",
+            "settings": json.dumps({"epochs": opts.epochs, "lam": float(f"{lam:.4g}"), "lr": opts.lr,
+                                    "batch": opts.batch, "seed": opts.seed}, sort_keys=True)}
 
 
 # ---------------------------------------------------------------------------------------------

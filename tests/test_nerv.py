@@ -82,11 +82,11 @@ def test_model_defaults_fill_only_what_the_user_left_open():
 
 
 def test_a_collapsed_epoch_is_rolled_back_at_half_the_learning_rate():
-    from models.inr.fit import _Rollback, _schedule
+    from models.inr.fit import _Rollback, _Schedule
 
     net = torch.nn.Linear(3, 2)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    sched = _schedule(opt, 100, 0.0)
+    sched = _Schedule(opt, 100, 0.0)
     guard = _Rollback(net, opt, sched, drop=3.0)
     for psnr in (10.0, 20.0, 25.0):
         net(torch.ones(1, 3)).sum().backward()

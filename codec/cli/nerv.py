@@ -189,8 +189,7 @@ def cmd_encode(args) -> None:
             _log(args, _plan_line(args, video, cfg, opts, where, threads))
         bar = _Bar(quiet)
         try:
-            res = nerv.encode(video.frames, video.fps, model=args.model, size=args.size, bpp=args.bpp,
-                              options=opts, group=args.group, progress=bar, rate_control=rate_control)
+            res = nerv.encode_prepared(video.frames, video.fps, args.model, cfg, opts, progress=bar)
         finally:
             bar.close()
         if res is not None:  # rank 0 (a rank > 0 sent its groups to rank 0)

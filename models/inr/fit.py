@@ -183,10 +183,6 @@ class _Schedule:
         self.sched.base_lrs = v
 
 
-def _schedule(opt: torch.optim.Optimizer, total: int, warmup: float) -> _Schedule:
-    return _Schedule(opt, total, warmup)
-
-
 def _adam(params: list[nn.Parameter], opts: FitOptions) -> torch.optim.Adam:
     """Adam; the scalar quantization parameters (log steps, log prior scales) learn ``quant_lr_mult``
     times faster than the weights -- they are few, scale-free, and set the rate."""
@@ -428,7 +424,7 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
     pixels = T * H * W
     planner = Planner(opts.epochs, opts.time_budget, reserve=0.4)
     total = opts.epochs * steps_per_epoch
-    sched = _schedule(opt, total, opts.warmup)
+    sched = _Schedule(opt, total, opts.warmup)
     rate = RateControl(opts.lam, _target_bits(opts, pixels))
     order = torch.Generator().manual_seed(opts.seed)  # the same batches on every rank
     torch.manual_seed(opts.seed * 7919 + 1 + tm.rank)  # noise: independent per rank
@@ -523,7 +519,7 @@ def _train_patches(qnet: QuantizedNet, coords: torch.Tensor, tiles: torch.Tensor
     rate = rate or RateControl(opts.lam, None)
     opt = _adam(list(qnet.parameters()), opts)
     planner = Planner(opts.epochs, budget, reserve=0.0)
-    sched = _schedule(opt, opts.epochs * steps, opts.warmup)
+    sched = _Schedule(opt, opts.epochs * steps, opts.warmup)
     qnet.train()
     epoch_mse, epoch = math.inf, 0
     while epoch < planner.planned and not (stop and stop.requested):

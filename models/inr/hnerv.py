@@ -98,9 +98,6 @@ class HNeRVDecoder(nn.Module):
         return (leaky_tanh(self.head(x)) + 1) * 0.5
 
 
-
-
-
 class _ConvNeXtBlock(nn.Module):
     def __init__(self, dim: int):
         super().__init__()

@@ -55,11 +55,14 @@ def logistic_bits(v: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     return -(torch.log(p).sum()) / LN2
 
 
-#: Widest histogram a table row holds (values beyond are escape-coded), as :mod:`codec.nerv`'s.
+#: How the file codes integer tensors (:mod:`codec.nerv` uses these): tensors of fewer values share
+#: one histogram (table row), larger ones get their own; a row spans at most TABLE_SPAN values
+#: (values beyond are escape-coded).
+SMALL_TENSOR = 256
 TABLE_SPAN = 4096
 
 
-def empirical_bits(arrays: list[torch.Tensor], small: int = 256, tables: bool = True) -> float:
+def empirical_bits(arrays: list[torch.Tensor], small: int = SMALL_TENSOR, tables: bool = True) -> float:
     """Bits the integers cost under their own histograms, as the file codes them (one histogram per
     tensor of ``small`` values or more, one shared by the smaller ones), plus, with ``tables``, a
     byte per value the histogram spans (the table rows travel in the file: a frequency each).
