@@ -54,9 +54,39 @@ EMB_RUNS = {1: 8, 2: EMB_RUN}
 SMALL_TENSOR = QUANT_SMALL_TENSOR
 #: Widest table row; values outside it are escape-coded (exact, just dearer).
 MAX_ROW = TABLE_SPAN
-#: Largest network a file may declare (parameters), checked before anything is built.
-MAX_PARAMS = 1 << 26
-MAX_FRAME_PIXELS = 1 << 26
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a nerv decoder accepts, checked from the header before any network is built.
+
+    As Pillow's ``MAX_IMAGE_PIXELS``: a file over a limit is refused with :class:`AbsurdSizeError`
+    and decodes if the caller raises the limit (``limits=Limits(max_frames=...)``; the CLI's
+    ``--max-pixels``, ``--max-frames``, ``--max-output``, ``--max-params``).
+
+    Why the output needs limits of its own: a NeRV++ file stores nothing per frame and the entropy
+    coder can code a million zero weights in a few bytes, so a 10 KB file can truly describe hours
+    of video or a network of gigabytes. The defaults hold what this codec is for (4K frames, about
+    an hour of 360p) and keep a decode within a few hundred MB."""
+
+    max_pixels: int = 1 << 23  # one frame, padded to the network's stride: 4096 x 2048
+    max_frames: int = 1 << 20
+    max_output: int = 1 << 33  # frames x pixels of the whole clip (one hour of 640x360 at 25 fps: 2^32.7)
+    max_params: int = 1 << 24  # network parameters (NIRVANA: one group's)
+
+
+DEFAULT_LIMITS = Limits()
+
+#: Bounds on each model's structural fields, checked before a network is built: building even an
+#: empty (meta) network walks every layer, and a forged ``"layers": 1048576`` would take minutes.
+#: Largest network the encoder makes (parameters): what a default decoder accepts.
+MAX_PARAMS = DEFAULT_LIMITS.max_params
+
+FIELD_LIMITS = {
+    "hnerv": {"c0": 4096, "emb_ch": 256, "min_ch": 4096},
+    "nervpp": {"c0": 4096, "pe_freqs": 64, "mlp_dim": 4096, "stem_ch": 4096, "min_ch": 4096},
+    "nirvana": {"group": 1 << 16, "patch": 1024, "hidden": 4096, "layers": 32, "feat_ch": 256, "up": 64},
+}
 
 _CONFIGS = {"hnerv": HNeRVConfig, "nervpp": NeRVppConfig, "nirvana": NirvanaConfig}
 
@@ -179,7 +209,7 @@ def config_to_params(kind: str, cfg) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def params_to_config(header: bs.Header, name: str | None):
+def params_to_config(header: bs.Header, name: str | None, limits: Limits = DEFAULT_LIMITS):
     """Parse and validate the header's model description; sizes are checked before building."""
     try:
         doc = json.loads(header.params.decode("utf-8"))
@@ -193,6 +223,10 @@ def params_to_config(header: bs.Header, name: str | None):
         fields = doc["config"]
         if not isinstance(fields, dict):
             raise NervError("model config is not an object", name)
+        for k, most in FIELD_LIMITS[kind].items():
+            v = fields.get(k)
+            if isinstance(v, int) and not isinstance(v, bool) and v > most:
+                raise AbsurdSizeError(f"model config {k}={v} out of range (at most {most})", name)
         for k, v in fields.items():
             if isinstance(v, bool) or (isinstance(v, (int, float)) and not (0 < v <= 1 << 20)):
                 raise AbsurdSizeError(f"model config {k}={v} out of range", name)
@@ -207,16 +241,22 @@ def params_to_config(header: bs.Header, name: str | None):
     if (cfg.height, cfg.width) != (header.height, header.width):
         raise NervError("model config and header disagree on the frame size", name)
     H, W = cfg.padded
-    if H * W > MAX_FRAME_PIXELS:
-        raise AbsurdSizeError(f"padded frame {W}x{H} too large", name)
+    T = header.count or 0
+    _within(H * W, limits.max_pixels, f"padded frame {W}x{H}", "max-pixels", name)
+    _within(T, limits.max_frames, "frame count", "max-frames", name)
+    _within(T * H * W, limits.max_output, "frames x pixels", "max-output", name)
     with torch.device("meta"):
         try:
             n = sum(p.numel() for p in build_net(kind, cfg).parameters())
         except (ValueError, RuntimeError) as err:
             raise NervError(f"model config does not build a network ({err})", name) from None
-    if n > MAX_PARAMS:
-        raise AbsurdSizeError(f"model declares {n} parameters (limit {MAX_PARAMS})", name)
+    _within(n, limits.max_params, "network parameters", "max-params", name)
     return kind, cfg, version
+
+
+def _within(value: int, limit: int, what: str, flag: str, name: str | None) -> None:
+    if value > limit:
+        raise AbsurdSizeError(f"{what}: {value} is over the limit {limit} (--{flag} raises it)", name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,7 +529,7 @@ def _texts(psnr: float, opts: FitOptions, lam: float) -> dict[str, str]:
 class NervReader:
     """An open ``.nerv`` file: header facts up front, frames on demand (streamed or one by one)."""
 
-    def __init__(self, source, name: str | None = None):
+    def __init__(self, source, name: str | None = None, limits: Limits = DEFAULT_LIMITS):
         self._r = bs.ContainerReader(source, name=name, extra_critical=CHUNK_TYPES)
         self.name = self._r.name
         h = self._r.header
@@ -501,7 +541,7 @@ class NervReader:
                 raise NervError("nerv header lacks the frame size, count, fps or channels", self.name)
             if h.count == 0:
                 raise NervError("nerv file declares zero frames", self.name)
-            self.kind, self.config, self.version = params_to_config(h, self.name)
+            self.kind, self.config, self.version = params_to_config(h, self.name, limits)
         except BaseException:
             self._r.close()
             raise
@@ -632,15 +672,16 @@ class NervReader:
         self.close()
 
 
-def decode(data, name: str | None = None, device: str = "cpu") -> tuple[np.ndarray, Fraction]:
+def decode(data, name: str | None = None, device: str = "cpu",
+           limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray, Fraction]:
     """``.nerv`` bytes (or a path) → (uint8 frames (T, H, W, 3), fps)."""
-    with NervReader(data, name) as r:
+    with NervReader(data, name, limits) as r:
         return r.frames(device), r.fps
 
 
-def info(source, name: str | None = None) -> dict:
+def info(source, name: str | None = None, limits: Limits = DEFAULT_LIMITS) -> dict:
     """What a ``.nerv`` file holds, without rendering any frame."""
-    with NervReader(source, name) as r:
+    with NervReader(source, name, limits) as r:
         wi, ei = r.index()
         size = r._r._size or 0
         n_params = sum(math.prod(s) for s in r._shapes)

@@ -78,6 +78,23 @@ def parse_size(text: str) -> int:
     return int(v)
 
 
+def parse_count(text: str) -> int:
+    """A limit: ``4096``, ``8M``, ``2G`` (powers of ten) or ``2^33``."""
+    t = text.strip().lower()
+    try:
+        if "^" in t:
+            base, exp = t.split("^")
+            v = int(base) ** int(exp)
+        else:
+            mult = {"k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9}.get(t[-1:], 1)
+            v = int(float(t[:-1] if mult != 1 else t) * mult)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (e.g. 4096, 8M, 2^33)") from None
+    if not 1 <= v <= 1 << 62:
+        raise argparse.ArgumentTypeError(f"{text} out of range 1..2^62")
+    return v
+
+
 def parse_duration(text: str) -> float:
     """``300``, ``300s``, ``5m``, ``1.5h`` or ``1h30m`` → seconds."""
     import re
@@ -229,7 +246,7 @@ def cmd_decode(args) -> None:
     if out is None:
         raise BitstreamError("give an output with -o (OUT.mp4, OUT.mkv, OUT.y4m or a folder/)")
     check_video_output(out, force=args.force, inputs=[args.input])
-    with nerv.NervReader(args.input) as r:
+    with nerv.NervReader(args.input, limits=_limits(args)) as r:
         if args.frame is not None:
             if not 0 <= args.frame < r.count:
                 raise BitstreamError(f"--frame {args.frame} out of range (file holds {r.count} frames)", args.input)
@@ -244,9 +261,28 @@ def cmd_decode(args) -> None:
     _log(args, f"{out}: {len(frames)} frames")
 
 
+def _limits(args) -> nerv.Limits:
+    return nerv.Limits(max_pixels=args.max_pixels, max_frames=args.max_frames, max_output=args.max_output,
+                       max_params=args.max_params)
+
+
+def _limit_flags(p) -> None:
+    """Decoder limits, as Pillow's MAX_IMAGE_PIXELS: a file declaring more is refused before
+    anything is built; raise a limit to decode a file you trust."""
+    d = nerv.DEFAULT_LIMITS
+    g = p.add_argument_group("limits (a file declaring more is refused before decoding; raise them for files you trust)")
+    g.add_argument("--max-pixels", type=parse_count, default=d.max_pixels, metavar="N",
+                   help="pixels of one frame (%(default)s)")
+    g.add_argument("--max-frames", type=parse_count, default=d.max_frames, metavar="N", help="frames (%(default)s)")
+    g.add_argument("--max-output", type=parse_count, default=d.max_output, metavar="N",
+                   help="frames x pixels of the clip (%(default)s)")
+    g.add_argument("--max-params", type=parse_count, default=d.max_params, metavar="N",
+                   help="network parameters (%(default)s)")
+
+
 def cmd_info(args) -> None:
     for f in args.files:
-        d = nerv.info(f)
+        d = nerv.info(f, limits=_limits(args))
         if args.json:
             print(json.dumps({"file": f, **d}, indent=1))
             continue
@@ -263,7 +299,7 @@ def cmd_info(args) -> None:
 def cmd_eval(args) -> None:
     ref = read_video(args.reference, start=args.start, count=args.frames, size=args.scale)
     if str(args.test).endswith(".nerv"):
-        dist, _ = nerv.decode(args.test, name=args.test, device=_device(args.device))
+        dist, _ = nerv.decode(args.test, name=args.test, device=_device(args.device), limits=_limits(args))
         nbytes = os.path.getsize(args.test)
     else:
         dist = read_video(args.test).frames
@@ -351,11 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lossless", action="store_true", help="store the decoded frames losslessly")
     p.add_argument("--crf", type=whole(0, 51), default=12, help="x264 quality of an mp4/mkv output (%(default)s)")
     common(p)
+    _limit_flags(p)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("info", help="describe .nerv files")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true")
+    _limit_flags(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("eval", help="PSNR / MS-SSIM of a .nerv (or any video) against a reference",
@@ -365,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("test", metavar="TEST")
     selection(p)
     common(p, force=False)
+    _limit_flags(p)
     p.set_defaults(func=cmd_eval)
     return ap
 
