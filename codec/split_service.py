@@ -324,7 +324,8 @@ def make_server(decoder, host: str = "127.0.0.1", port: int = 8000, max_bytes: i
     # the loop wakes at least this often to close overdue connections: a tenth of the shorter timeout
     tick = min(1.0, read_timeout / 10, request_timeout / 10)
     log = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    adj = Adj(host=host, port=port, threads=threads, connection_limit=max_connections,
+    # waitress counts its listening socket and its wake-up pipe among the connections: hence + 2
+    adj = Adj(host=host, port=port, threads=threads, connection_limit=int(max_connections) + 2,
               channel_timeout=read_timeout, cleanup_interval=tick, max_request_body_size=int(max_bytes) + 1,
               max_request_header_size=_MAX_HEADER_BYTES, inbuf_overflow=_INBUF_BYTES, ident="splitcodec/1",
               asyncore_use_poll=True, log_socket_errors=False, clear_untrusted_proxy_headers=False)
