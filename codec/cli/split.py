@@ -12,7 +12,7 @@ from pathlib import Path
 import bitstream as bs
 from bitstream import BitstreamError
 
-from . import run, whole
+from . import real, run, whole
 
 PROG = "splitcodec"
 
@@ -34,6 +34,7 @@ layers after layer1 + class names) are the two .npz files codec.split.save_model
 bitstream names its edge model by content hash, and a server refuses another model's files.
 Without -m / --edge / --server the models shipped with the package are used ("default": a small
 student of a ResNet-18 trained on 64x64 Imagenette, 10 classes; tools/train_split_defaults.py).
+`serve` needs the optional extra: pip install "neural-codecs[serve]" (waitress).
 Errors print one line and exit with status 2; an error or Ctrl-C leaves no partial output."""
 
 
@@ -85,10 +86,19 @@ def cmd_decode(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    from ..split_service import make_server
+    from .. import split_service as svc
 
+    if not svc.serving_available():  # before loading any model: say at once what to install
+        print(f"{PROG}: error: {svc.INSTALL_HINT}", file=sys.stderr)
+        raise SystemExit(2)
+    if args.quiet:  # waitress's own notices (queue depth, connection limit reached) too
+        import logging
+
+        logging.getLogger("waitress").setLevel(logging.ERROR)
     dec = _server_decoder(args)
-    server = make_server(dec, args.host, args.port, args.max_bytes, quiet=args.quiet)
+    server = svc.make_server(dec, args.host, args.port, args.max_bytes, quiet=args.quiet,
+                             read_timeout=args.read_timeout, request_timeout=args.request_timeout,
+                             max_connections=args.max_connections, threads=args.threads)
     host, port = server.server_address[:2]
     _log(args, f"{PROG}: serving edge model {dec.model_hash.hex()} on http://{host}:{port} "
                f"(POST /predict, GET /health); Ctrl-C stops")
@@ -178,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
     p.add_argument("--port", type=whole(0, 65535), default=8000, help="port (%(default)s; 0 picks a free one)")
     p.add_argument("--max-bytes", type=whole(1), default=1 << 20, help="largest accepted body (%(default)s)")
+    p.add_argument("--read-timeout", type=real(0, strict=True), default=10.0, metavar="S",
+                   help="close a connection that sends nothing for S seconds (%(default)s)")
+    p.add_argument("--request-timeout", type=real(0, strict=True), default=30.0, metavar="S",
+                   help="close a connection whose request has not fully arrived S seconds after it began "
+                   "(%(default)s)")
+    p.add_argument("--max-connections", type=whole(1), default=500, metavar="N",
+                   help="open connections at most; more wait in the listen queue (%(default)s)")
+    p.add_argument("--threads", type=whole(1), default=4, help="decoding threads (%(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no request log")
     p.set_defaults(func=cmd_serve)
 
