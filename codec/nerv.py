@@ -20,6 +20,7 @@ the weight chunks up to its group, no frames rendered on the way).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import struct
@@ -39,7 +40,7 @@ from models.inr import (
 )
 from models.inr.distributed import team
 from models.inr.fit import probe_step_seconds
-from models.inr.quant import SMALL_TENSOR as QUANT_SMALL_TENSOR, TABLE_SPAN
+from models.inr.quant import ROW_CAPS, SMALL_TENSOR as QUANT_SMALL_TENSOR, TABLE_SPAN
 from models.inr.hnerv import delta_coded
 
 WEIGHTS = "W"
@@ -140,12 +141,13 @@ def _zero_fitted(kind: str, cfg, frames: int) -> Fitted:
     return Fitted(kind, cfg, groups, emb, frames=torch.zeros((frames, 1, 1, 3), dtype=torch.uint8))
 
 
-def overhead_bits(kind: str, cfg, frames: int, fps=25, tables: bool = True) -> float:
+def overhead_bits(kind: str, cfg, frames: int, fps=25, tables: bool = True, room: float | None = None) -> float:
     """Bits a file of this network spends besides its integers' entropy: the header, chunk framing,
     step sizes and the encoder's text notes (measured by packing an all-zero network of the same
     shapes), plus, with ``tables``, :data:`TABLE_ROW_BYTES` per table row (what sizing assumes;
-    the rate control measures the tables as they are instead)."""
-    texts = _texts(10.0, FitOptions(batch=1), 1e-4)  # a typical PSNR width
+    the rate control measures the tables as they are instead). ``room``: the file's target bytes,
+    which decide how much of the notes it carries (:func:`_texts`)."""
+    texts = _texts(10.0, FitOptions(batch=1), 1e-4, room)  # a typical PSNR width
     fixed = len(pack(_zero_fitted(kind, cfg, frames), fps, texts))
     if not tables:
         return 8.0 * fixed
@@ -161,7 +163,7 @@ def _budget(kind: str, height: int, width: int, frames: int, bpp: float, group: 
     budget = max(MIN_BUDGET, int(bits / BITS_PER_PARAM))
     for _ in range(2):  # the fixed costs depend a little on the network's shapes: size twice
         cfg = _sized(kind, height, width, frames, budget, group)
-        spare = bits - overhead_bits(kind, cfg, frames)
+        spare = bits - overhead_bits(kind, cfg, frames, room=bits / 8)
         if kind == "hnerv":
             c, h, w = cfg.emb_shape
             spare -= EMB_BITS_PER_VALUE * c * h * w * frames
@@ -278,20 +280,58 @@ def _row_of(sizes: list[int]) -> tuple[list[int], int]:
     return rows, shared + (1 if shared in rows else 0)
 
 
-def _empirical_table(values: list[np.ndarray]) -> bs.CdfTable:
-    pmfs, offsets = [], []
+def _empirical_table(values: list[np.ndarray], precision: int = bs.entropy.TABLE_PRECISION,
+                     span: int = MAX_ROW) -> bs.CdfTable:
+    """Each row's histogram over at most ``span`` values around its median; values outside are
+    escape-coded, and the escape gets the mass they have."""
+    pmfs, offsets, tails = [], [], []
     for v in values:
         if v.size == 0:
-            lo, counts = 0, np.ones(1)
+            lo, counts, out = 0, np.ones(1), 0.0
         else:
             med = int(np.median(v))
-            lo = max(int(v.min()), med - MAX_ROW // 2)
-            hi = min(int(v.max()), lo + MAX_ROW - 1)
-            counts = np.bincount(np.clip(v, lo, hi + 1) - lo, minlength=hi - lo + 2)[:hi - lo + 1].astype(np.float64)
+            lo = max(int(v.min()), med - span // 2)
+            hi = min(int(v.max()), lo + span - 1)
+            inside = (v >= lo) & (v <= hi)
+            counts = np.bincount(v[inside] - lo, minlength=hi - lo + 1).astype(np.float64)
             counts = counts + 1e-3  # absent values stay codable (the quantizer floors at 1 anyway)
-        pmfs.append(counts / counts.sum())
+            out = float(np.count_nonzero(~inside))
+        pmfs.append(counts / (counts.sum() + out))
         offsets.append(lo)
-    return bs.CdfTable.from_pmfs(pmfs, offsets)
+        tails.append(out / (counts.sum() + out))
+    return bs.CdfTable.from_pmfs(pmfs, offsets, tails, precision=precision)
+
+
+#: Widest table rows the encoder tries: a row costs about a byte a value it spans, so a row of few,
+#: widely spread values (HNeRV's intra embeddings: 288 values over ±1,000 in 48 frames at
+#: 128x72) is cheaper with its outliers escape-coded than with a table of 2,000 entries.
+TABLE_SPANS = ROW_CAPS
+
+
+#: Table precisions the encoder tries (bits a frequency); the reader takes any. Why: a table row
+#: costs about a varint a value it spans, two bytes at 16 bits, so in a small file (8 frames at
+#: 320x180: 4,470 parameters) the tables cost a third as much as the integers they code; coarser
+#: frequencies cost the integers little and halve the tables.
+TABLE_PRECISIONS = (8, 10, 12, 14, bs.entropy.TABLE_PRECISION)
+
+
+def _smallest(code: Callable[[bs.CdfTable], list[bytes]], values: list[np.ndarray]) -> tuple[bs.CdfTable, list[bytes]]:
+    """The table precision and row width (of :data:`TABLE_PRECISIONS`, :data:`TABLE_SPANS`) whose
+    table and streams are shortest."""
+    widest = max((int(v.max()) - int(v.min()) + 1 for v in values if v.size), default=1)
+    best = None
+    for precision, span in itertools.product(TABLE_PRECISIONS, TABLE_SPANS):
+        if span > MAX_ROW or (span != MAX_ROW and span >= widest):
+            continue  # the same table as a wider cap
+        try:
+            table = _empirical_table(values, precision, span)
+        except ValueError:  # a row wider than this precision holds
+            continue
+        streams = code(table)
+        size = len(table.to_bytes()) + sum(len(b) for b in streams)
+        if best is None or size < best[0]:
+            best = (size, table, streams)
+    return best[1], best[2]
 
 
 def encode_ints(arrays: list[np.ndarray]) -> bytes:
@@ -301,13 +341,17 @@ def encode_ints(arrays: list[np.ndarray]) -> bytes:
     flat = [np.asarray(a, dtype=np.int64).ravel() for a in arrays]
     rows, n_rows = _row_of([len(f) for f in flat])
     per_row = [np.concatenate([f for f, r in zip(flat, rows) if r == k]) for k in range(n_rows)]
-    table = _empirical_table(per_row)
     values = np.concatenate(flat) if flat else np.zeros(0, np.int64)
     index = np.concatenate([np.full(len(f), r) for f, r in zip(flat, rows)]) if flat else np.zeros(0, np.int64)
-    enc = bs.Encoder()
-    enc.encode_factorized(values, table, index)
+
+    def code(table):
+        enc = bs.Encoder()
+        enc.encode_factorized(values, table, index)
+        return [enc.to_bytes()]
+
+    table, (payload,) = _smallest(code, per_row)
     tb = table.to_bytes()
-    return encode_uvarint(len(values)) + encode_uvarint(len(tb)) + tb + enc.to_bytes()
+    return encode_uvarint(len(values)) + encode_uvarint(len(tb)) + tb + payload
 
 
 def decode_ints(data: bytes, shapes: list[tuple[int, ...]], name: str | None) -> list[np.ndarray]:
@@ -427,10 +471,11 @@ def pack(fitted: Fitted, fps, texts: dict[str, str] | None = None) -> bytes:
         ints = np.stack([t.ints.numpy() for t in fitted.emb], axis=1)
         steps = _pack_floats([t.step for t in fitted.emb])
         vals, rows = _delta_layout(ints)
-        table = _empirical_table([vals[rows == 0], vals[rows == 1]])  # shared by all ``E`` chunks
+        # one table shared by all ``E`` chunks
+        table, bodies = _smallest(lambda t: list(_emb_chunks(vals, rows, t)), [vals[rows == 0], vals[rows == 1]])
         tb = table.to_bytes()
         chunks[0] = (WEIGHTS, encode_uvarint(len(steps)) + steps + encode_uvarint(len(tb)) + tb + chunks[0][1])
-        chunks += [(EMBEDDINGS, b) for b in _emb_chunks(vals, rows, table)]
+        chunks += [(EMBEDDINGS, b) for b in bodies]
     for k, v in (texts or {}).items():
         chunks.append(bs.text_chunk(k, v))
     header = bs.Header(kind=bs.CodecKind.NERV, width=cfg.width, height=cfg.height, channels=3, count=T,
@@ -459,7 +504,8 @@ def prepare(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | Non
     if rate_control and opts.target_bpp is None:
         opts = dataclasses.replace(opts, target_bpp=bpp if bpp is not None else DEFAULT_BPP, lam=START_LAM)
     if opts.target_bpp is not None:
-        opts = dataclasses.replace(opts, overhead_bits=overhead_bits(model, cfg, T, fps, tables=False))
+        room = opts.target_bpp * T * H * W / 8
+        opts = dataclasses.replace(opts, overhead_bits=overhead_bits(model, cfg, T, fps, tables=False, room=room))
     return cfg, opts
 
 
@@ -511,14 +557,25 @@ def encode_prepared(frames: np.ndarray, fps, model: str, cfg, opts: FitOptions,
     mse = float(np.mean((fitted.frames.numpy().astype(np.float64) - frames) ** 2))
     psnr = float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
     lam = fitted.history[-1].get("lam", opts.lam) if fitted.history else opts.lam
-    return EncodeResult(pack(fitted, fps, _texts(psnr, opts, lam)), fitted, model)
+    T, H, W, _ = frames.shape
+    room = opts.target_bpp * T * H * W / 8 if opts.target_bpp else None
+    return EncodeResult(pack(fitted, fps, _texts(psnr, opts, lam, room)), fitted, model)
 
 
-def _texts(psnr: float, opts: FitOptions, lam: float) -> dict[str, str]:
-    """The encoder's ``t`` notes: its name, the PSNR it measured, its settings (λ as it ended)."""
-    return {"encoder": "nervcodec (neural-codecs)", "psnr": f"{psnr:.4f}",
-            "settings": json.dumps({"epochs": opts.epochs, "lam": float(f"{lam:.4g}"), "lr": opts.lr,
-                                    "batch": opts.batch, "seed": opts.seed}, sort_keys=True)}
+#: The encoder's notes take at most this share of a file's target size; in a smaller file only the
+#: PSNR is noted (8 frames at 128x72 and 0.05 bpp: a 461-byte target, 139 bytes of notes).
+NOTES_SHARE = 0.05
+
+
+def _texts(psnr: float, opts: FitOptions, lam: float, room: float | None = None) -> dict[str, str]:
+    """The encoder's ``t`` notes: its name, the PSNR it measured, its settings (λ as it ended);
+    only the PSNR when the file's target size ``room`` (bytes) is too small for the rest."""
+    notes = {"encoder": "nervcodec (neural-codecs)", "psnr": f"{psnr:.4f}",
+             "settings": json.dumps({"epochs": opts.epochs, "lam": float(f"{lam:.4g}"), "lr": opts.lr,
+                                     "batch": opts.batch, "seed": opts.seed}, sort_keys=True)}
+    if room is not None and sum(len(k) + len(v) + 16 for k, v in notes.items()) > NOTES_SHARE * room:
+        return {"psnr": notes["psnr"]}
+    return notes
 
 
 # ---------------------------------------------------------------------------------------------

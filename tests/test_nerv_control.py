@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+import bitstream as bs
+
 from codec import cpu, nerv
 from codec.cli.nerv import parse_duration
 from models.inr import FitOptions
@@ -102,9 +104,36 @@ def test_sizing_from_bpp_scales_with_the_clip(shape):
 def test_overhead_counts_what_the_file_spends_besides_the_weights():
     clip = tiny_clip()
     res = nerv.encode(clip, 25, model="hnerv", size=3000, options=FitOptions(epochs=2, batch=3))
-    over = nerv.overhead_bits("hnerv", res.fitted.config, len(clip)) / 8
+    over = nerv.overhead_bits("hnerv", res.fitted.config, len(clip), tables=False) / 8
     # the file is at least its fixed costs; those are a few hundred bytes here
     assert 100 < over < len(res.data)
+    assert nerv.overhead_bits("hnerv", res.fitted.config, len(clip)) / 8 > over  # with the tables' allowance
+
+
+def test_small_files_keep_only_the_psnr_note():
+    clip = tiny_clip(T=8, H=72, W=128)
+    small = nerv.encode(clip, 25, bpp=0.05, options=FitOptions(epochs=1, batch=4))
+    assert set(bs.ContainerReader(small.data, extra_critical=nerv.CHUNK_TYPES).texts()) == {"psnr"}
+    big = nerv.encode(clip, 25, bpp=2.0, options=FitOptions(epochs=1, batch=4))
+    assert {"encoder", "psnr", "settings"} <= set(bs.ContainerReader(big.data, extra_critical=nerv.CHUNK_TYPES).texts())
+
+
+def test_table_precision_is_the_cheapest_and_decodes():
+    rng = np.random.default_rng(0)
+    arrays = [rng.laplace(0, 3, 600).round().astype(np.int64), rng.integers(-2, 3, 40)]
+    data = nerv.encode_ints(arrays)
+    back = nerv.decode_ints(data, [a.shape for a in arrays], None)
+    assert all(np.array_equal(a, b) for a, b in zip(arrays, back))
+    fixed = []
+    for p in nerv.TABLE_PRECISIONS:
+        try:
+            t = nerv._empirical_table([arrays[0], arrays[1]], p)
+        except ValueError:
+            continue
+        enc = bs.Encoder()
+        enc.encode_factorized(np.concatenate(arrays), t, np.r_[np.zeros(600, int), np.ones(40, int)])
+        fixed.append(len(t.to_bytes()) + len(enc.to_bytes()))
+    assert len(data) <= min(fixed) + 4  # the count and table-length varints
 
 
 def test_rate_control_steers_towards_the_target():

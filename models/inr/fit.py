@@ -183,13 +183,23 @@ class _Schedule:
         self.sched.base_lrs = v
 
 
-def _adam(params: list[nn.Parameter], opts: FitOptions) -> torch.optim.Adam:
+#: Training steps over which the quantization steps' learning rate (``quant_lr_mult``) was set.
+#: A fit of fewer steps gives them proportionally more: a step must travel about as far in log
+#: space however short the fit (from 8 bits a weight at the start to about 3), and with 240 steps
+#: (8 frames, 30 epochs) it could not: the file ended at 0.081 bpp for a 0.05 target with λ at its
+#: ceiling; with the scaled rate, 0.044.
+QUANT_REF_STEPS = 1000
+
+
+def _adam(params: list[nn.Parameter], opts: FitOptions, steps: int | None = None) -> torch.optim.Adam:
     """Adam; the scalar quantization parameters (log steps, log prior scales) learn ``quant_lr_mult``
-    times faster than the weights -- they are few, scale-free, and set the rate."""
+    times faster than the weights -- they are few, scale-free, and set the rate -- and faster still
+    in a fit of fewer than :data:`QUANT_REF_STEPS` ``steps``."""
     scalars = [p for p in params if p.ndim <= 1 and p.numel() <= 4096 and getattr(p, "_quant", False)]
     ids = {id(p) for p in scalars}
     rest = [p for p in params if id(p) not in ids]
-    return torch.optim.Adam([{"params": rest}, {"params": scalars, "lr": opts.lr * opts.quant_lr_mult}], lr=opts.lr)
+    mult = opts.quant_lr_mult * (max(1.0, QUANT_REF_STEPS / steps) ** 0.5 if steps else 1.0)
+    return torch.optim.Adam([{"params": rest}, {"params": scalars, "lr": opts.lr * mult}], lr=opts.lr)
 
 
 def _descend(opt, sched, mse: torch.Tensor, bits: torch.Tensor, lam_per_bit: float) -> torch.Tensor:
@@ -419,8 +429,8 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
         # copy per step, harmless at these sizes, but the warning would repeat on every rank
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         step_net = DistributedDataParallel(step_net)
-    opt = _adam(params, opts)
     steps_per_epoch = -(-T // opts.batch)
+    opt = _adam(params, opts, opts.epochs * steps_per_epoch)
     pixels = T * H * W
     planner = Planner(opts.epochs, opts.time_budget, reserve=0.4)
     total = opts.epochs * steps_per_epoch

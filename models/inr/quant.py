@@ -77,8 +77,27 @@ def empirical_bits(arrays: list[torch.Tensor], small: int = SMALL_TENSOR, tables
         p = counts.to(torch.float64) / v.numel()
         total += float(-(counts * torch.log2(p)).sum())
         if tables:
-            total += 8.0 * min(TABLE_SPAN, int(v.max() - v.min()) + 1)
+            total += 8.0 * _table_bytes(v)
     return total
+
+
+#: Row widths the file's encoder may cap a table row at (values outside are escape-coded), and
+#: about what an escaped value costs: its escape symbol, bit count and bits.
+ROW_CAPS = (TABLE_SPAN, 256, 64, 16)
+ESCAPE_BYTES = 3
+
+
+def _table_bytes(v: torch.Tensor) -> float:
+    """About what one table row for ``v`` costs: a byte a value it spans, at the cheapest width
+    cap counting each value outside it as escaped (``codec.nerv`` picks the cap the same way)."""
+    med = torch.median(v)
+    span = int(v.max() - v.min()) + 1
+    best = float(min(TABLE_SPAN, span))
+    for cap in ROW_CAPS[1:]:
+        if cap < span:
+            outside = int(((v - med).abs() > cap // 2).sum())
+            best = min(best, cap + ESCAPE_BYTES * outside)
+    return best
 
 
 @dataclass
