@@ -591,6 +591,34 @@ def _check_streams(model: PczModel, header: bs.Header, payloads: list, counts: l
                                   f"more than {limits.max_ratio:g} subpixels a byte (max_ratio)", name)
 
 
+def check_limits(data: bytes, model: PczModel, name: str | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise :class:`AbsurdSizeError` if decoding ``data`` needs more than ``limits`` allow (and
+    any other error the decoder would raise before decoding); decodes nothing."""
+    header, items = _open(data, model, name, limits)
+    if not header.archive:
+        if len(items) != 1:
+            raise MalformedError("an archive: use decompress_archive", name)
+        _check_streams(model, header, items, [1], name, limits)
+        return
+    _, _, sizes = _archive_plan(model, header, items, name, limits)
+    _check_streams(model, header, items, sizes, name, limits)
+
+
+def _archive_plan(model: PczModel, header: bs.Header, items: list, name, limits: Limits):
+    """An archive's (images, block, images in each block), its count and total size checked."""
+    N, block = header.count, _archive_block(header, name)
+    if N > limits.max_images:
+        raise AbsurdSizeError(f"archive declares {N} images, over the limit of {limits.max_images} (max_images)", name)
+    if len(items) != -(-N // block):
+        raise MalformedError(f"archive of {N} images in blocks of {block} should hold {-(-N // block)} items", name)
+    tiling = _tiling(model.layout, header.height, header.width)
+    total = N * tiling.Hp * tiling.Wp * header.channels
+    if total > limits.max_total:
+        raise AbsurdSizeError(f"archive declares {N} images of {header.width}x{header.height}: {total} subpixels "
+                              f"to decode, over the limit of {limits.max_total} (max_total)", name)
+    return N, block, [min(block, N - lo) for lo in range(0, N, block)]
+
+
 def decompress(data: bytes, model: PczModel, name: str | None = None, progress=None,
                limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """Decode a single-image ``.pcz`` file (bytes) to its uint8 array, bit-exact.
@@ -653,17 +681,7 @@ def decompress_archive(data: bytes, model: PczModel, name: str | None = None, in
     header, items = _open(data, model, name, limits)
     if not header.archive:
         return decompress(data, model, name, limits=limits)[None]
-    N, block = header.count, _archive_block(header, name)
-    if N > limits.max_images:
-        raise AbsurdSizeError(f"archive declares {N} images, over the limit of {limits.max_images} (max_images)", name)
-    if len(items) != -(-N // block):
-        raise MalformedError(f"archive of {N} images in blocks of {block} should hold {-(-N // block)} items", name)
-    tiling = _tiling(model.layout, header.height, header.width)
-    total = N * tiling.Hp * tiling.Wp * header.channels
-    if total > limits.max_total:
-        raise AbsurdSizeError(f"archive declares {N} images of {header.width}x{header.height}: {total} subpixels "
-                              f"to decode, over the limit of {limits.max_total} (max_total)", name)
-    sizes = [min(block, N - lo) for lo in range(0, N, block)]
+    N, block, sizes = _archive_plan(model, header, items, name, limits)
     if index is not None:
         if not 0 <= index < N:
             raise IndexError(f"image {index} out of range (archive holds {N})")
