@@ -542,16 +542,17 @@ class Limits:
 
     As Pillow's ``MAX_IMAGE_PIXELS``: a file over a limit is refused with :class:`AbsurdSizeError`
     and decodes if the caller raises that limit (``limits=Limits(max_pixels=...)``; the CLI's
-    ``--max-pixels``, ``--max-images``, ``--max-ratio``).
+    ``--max-pixels``, ``--max-images``, ``--max-total``, ``--max-ratio``, ``--max-state``).
 
     ``max_ratio`` bounds the work a few bytes can ask for. The bytes alone give no sound bound: the
-    range coder drops trailing zero bytes, so every variable's first symbol in a row costs no byte
-    at all (a black MNIST digit, or a thousand of them, codes to an empty payload) and a 34-byte
-    file can truly be a black 16384 x 16384 image. So, as zip-bomb guards do, a stream may decode
-    at most ``free_subpixels`` plus ``max_ratio`` subpixels a payload byte; real images cost far
-    more than 1/32 byte a subpixel (MNIST 1.19 bits, Kodak 3.15 bits), and a flat synthetic image
-    past the allowance needs the limit raised. Subpixels are counted as decoded: padded to whole
-    patches.
+    range coder drops trailing zero bytes, and symbols that each sit at the bottom of their
+    distribution (symbol 0: a black pixel under the MNIST model) keep the coder's low end at zero,
+    so a black MNIST digit, or a thousand of them, codes to an empty payload, and a 34-byte file
+    can truly be a black 16384 x 16384 image. So, as zip-bomb guards do, a stream may decode at
+    most ``free_subpixels`` plus ``max_ratio`` subpixels a payload byte (an empty payload counts
+    one). Real images cost far more than 1/32 byte a subpixel (MNIST 1.19 bits, Kodak 3.15 bits);
+    a flat synthetic image past the allowance needs the limit raised. Subpixels are counted as
+    decoded: padded to whole patches.
     """
 
     max_pixels: int = 1 << 26  # one image: 8192 x 8192
@@ -585,7 +586,7 @@ def _check_streams(model: PczModel, header: bs.Header, payloads: list, counts: l
         raise AbsurdSizeError(f"{max(counts)} images of {header.width}x{header.height} in one stream need "
                               f"{state} coder state values, over the limit of {limits.max_state} (max_state)", name)
     for payload, n in zip(payloads, counts):
-        allowed = limits.free_subpixels + limits.max_ratio * len(payload)
+        allowed = limits.free_subpixels + limits.max_ratio * max(1, len(payload))  # an empty stream counts 1 byte
         if n * per_image > allowed:
             raise AbsurdSizeError(f"{n} x {header.width}x{header.height} image(s) from {len(payload)} payload bytes: "
                                   f"more than {limits.max_ratio:g} subpixels a byte (max_ratio)", name)
