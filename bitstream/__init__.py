@@ -49,6 +49,7 @@ from .errors import (
     UnsupportedVersionError,
     exit_on_error,
 )
+from .npzfile import read_npz
 from .safeio import atomic_output, atomic_write, check_output, check_size, read_limited
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -141,6 +141,10 @@ def _coder_probabilities(probs):
 
 MAX_TABLE_ROWS = 1 << 16
 MAX_TABLE_SYMBOLS = 1 << 16
+#: Default bound on a parsed table's rows x (longest row + 1): the dense ``cdf`` array a table
+#: becomes (8 bytes a cell: 64 MiB). Checked before it is allocated; ``from_bytes(max_cells=)``
+#: raises it.
+MAX_TABLE_CELLS = 1 << 23
 TABLE_PRECISION = 16
 
 
@@ -172,10 +176,11 @@ class CdfTable:
         if (np.abs(offsets) >= 1 << 31).any():
             raise ValueError("offsets must fit in 32 bits")
         top = 1 << self.precision
-        for r, L in enumerate(lengths):
-            row = cdf[r, :L + 1]
-            if row[0] != 0 or row[-1] != top or (np.diff(row) <= 0).any():
-                raise ValueError(f"cdf row {r} must rise strictly from 0 to 2**precision")
+        inside = np.arange(cdf.shape[1] - 1)[None] < lengths[:, None]  # the steps of each row
+        bad = (cdf[:, 0] != 0) | (cdf[np.arange(len(lengths)), lengths] != top) \
+            | ((np.diff(cdf, axis=1) <= 0) & inside).any(1)
+        if bad.any():
+            raise ValueError(f"cdf row {int(np.argmax(bad))} must rise strictly from 0 to 2**precision")
         object.__setattr__(self, "cdf", cdf)
         object.__setattr__(self, "lengths", lengths)
         object.__setattr__(self, "offsets", offsets)
@@ -223,19 +228,27 @@ class CdfTable:
         return bytes(out)
 
     @classmethod
-    def from_bytes(cls, data: bytes, name: str | None = None) -> tuple["CdfTable", int]:
-        """Parse :meth:`to_bytes` output at the start of ``data``; return ``(table, bytes_used)``."""
+    def from_bytes(cls, data: bytes, name: str | None = None, *,
+                   max_cells: int = MAX_TABLE_CELLS) -> tuple["CdfTable", int]:
+        """Parse :meth:`to_bytes` output at the start of ``data``; return ``(table, bytes_used)``.
+
+        Work and memory are bounded by the bytes: every frequency takes at least one byte, and the
+        dense ``cdf`` (rows x (longest row + 1)) is checked against ``max_cells`` as each row's
+        length is read, before the array exists -- an 80 KB table cannot ask for a gigabyte.
+        """
         try:
             rows, pos = decode_uvarint(data, 0)
             if not 1 <= rows <= MAX_TABLE_ROWS:
                 raise AbsurdSizeError(f"table rows {rows} out of range 1..{MAX_TABLE_ROWS}")
+            if 3 * rows > len(data) - pos:  # each row: offset, length, >= 2 frequencies
+                raise TruncatedError(f"table of {rows} rows cannot fit in {len(data) - pos} bytes")
             if pos >= len(data):
                 raise TruncatedError("table ends before its precision byte")
             precision = data[pos]
             pos += 1
             if not 1 <= precision <= PRECISION:
                 raise MalformedError(f"table precision {precision} out of range")
-            offsets, pmfs = [], []
+            offsets, lengths, freqs, lmax = [], [], [], 0
             for _ in range(rows):
                 off, pos = decode_svarint(data, pos)
                 length, pos = decode_uvarint(data, pos)
@@ -243,21 +256,25 @@ class CdfTable:
                     raise AbsurdSizeError(f"table row length {length} out of range")
                 if abs(off) >= 1 << 31:
                     raise MalformedError("table offset out of range")
-                freq = []
-                for _ in range(length):
-                    f, pos = decode_uvarint(data, pos)
-                    freq.append(f + 1)
-                if sum(freq) != 1 << precision:
+                lmax = max(lmax, length)
+                if rows * (lmax + 1) > max_cells:
+                    raise AbsurdSizeError(f"table of {rows} rows up to {lmax} symbols wide: {rows * (lmax + 1)} "
+                                          f"cells, over the limit of {max_cells}")
+                row = np.empty(length, dtype=np.int64)
+                for k in range(length):
+                    row[k], pos = decode_uvarint(data, pos)
+                row += 1
+                if int(row.sum()) != 1 << precision:
                     raise MalformedError("table row frequencies do not sum to 2**precision")
                 offsets.append(off)
-                pmfs.append(freq)
-            lmax = max(len(f) for f in pmfs)
+                lengths.append(length)
+                freqs.append(row)
             cdf = np.zeros((rows, lmax + 1), dtype=np.int64)
-            for r, f in enumerate(pmfs):
+            for r, f in enumerate(freqs):
                 c = np.cumsum(f)
                 cdf[r, 1:len(f) + 1] = c
                 cdf[r, len(f) + 1:] = c[-1]
-            table = cls(cdf, np.array([len(f) for f in pmfs]), np.array(offsets), precision)
+            table = cls(cdf, np.array(lengths), np.array(offsets), precision)
             return table, pos
         except (AbsurdSizeError, MalformedError, TruncatedError) as err:
             raise err.with_name(name) from None

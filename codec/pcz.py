@@ -27,10 +27,11 @@ import numpy as np
 
 import bitstream as bs
 from bitstream import AbsurdSizeError, BitstreamError, MalformedError, ModelMismatchError
+from bitstream.npzfile import read_npz
 from models.pc.adapt import Adapter, check_setting
 from models.pc.coder import CodingTables, Stepper, coding_tables
 
-from .images import MAX_PIXELS, check_image
+from .images import check_image
 
 #: Fixed-point precision (bits) of the probabilities in a newly made model file: every stored
 #: probability is a count out of 2**MODEL_PRECISION, at least 1. 16 bits (the first models) cost
@@ -47,6 +48,12 @@ DEFAULT_ADAPT = (10.0, 128, 0.97)
 #: Conditionals (floats) the encoder gathers before one call into the entropy layer.
 _ENCODE_BUFFER = 1 << 18
 SHIPPED = {"mnist": "mnist.npz", "natural-gray": "natural_gray.npz", "natural-rgb": "natural_rgb.npz"}
+#: The arrays a model file may hold; any other member is refused before anything is read.
+MODEL_ARRAYS = frozenset({"format", "patch", "offsets", "parent", "prior", "trans", "emit", "name", "info",
+                          "centered", "subtract_green", "precision", "adapt"})
+#: Largest array (declared uncompressed bytes) a model file may hold: 8x the shipped MNIST
+#: model's emission table (32 MB).
+MAX_MODEL_MEMBER = 1 << 28
 
 
 class ModelFileError(BitstreamError):
@@ -258,15 +265,12 @@ class PczModel:
         bs.atomic_write(path, buf.getvalue(), force=force)
 
     @classmethod
-    def load(cls, path) -> "PczModel":
+    def load(cls, path, *, max_member: int = MAX_MODEL_MEMBER) -> "PczModel":
+        """Read a model file: only the arrays a model has, each at most ``max_member`` bytes
+        (checked from the zip directory before anything is read)."""
         name = str(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                a = {k: z[k] for k in z.files}
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            raise
-        except Exception as err:  # zipfile / format errors of every kind
-            raise ModelFileError(f"not a pcz model file ({type(err).__name__}: {err})", name) from None
+        a = read_npz(path, MODEL_ARRAYS, what="pcz model file", error=ModelFileError,
+                     max_member=max_member, max_total=4 * max_member)
         try:
             return cls._from_arrays(a, name)
         except ModelFileError:
@@ -353,25 +357,49 @@ def default_model_for(img: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class _Tiling:
-    Hp: int
-    Wp: int
-    groups: list  # per wavefront step: (ys, xs, cs, valid) each (P, D)
+    """The patch grid of a padded image, visited by anti-diagonal wavefront.
+
+    Patch (r, c) needs (r, c-1) and (r-1, c+1), both coded one step earlier, so it is coded at
+    step ``c + 2r``. A grid one patch wide has no patch at the odd steps; :attr:`steps` lists only
+    the steps that hold a patch. A step's index arrays are built when it is coded (:meth:`group`),
+    never all at once: they would cost 32 bytes a variable of the whole image up front.
+    """
+
+    layout: PatchLayout
+    R: int  # patch rows
+    C: int  # patch columns
+
+    @property
+    def Hp(self) -> int:
+        return self.R * self.layout.ph
+
+    @property
+    def Wp(self) -> int:
+        return self.C * self.layout.pw
+
+    @property
+    def steps(self) -> range:
+        return range(0, 2 * self.R - 1, 2) if self.C == 1 else range(self.C + 2 * self.R - 2)
+
+    @property
+    def widest(self) -> int:
+        """Most patches one step holds."""
+        return min(self.R, (self.C + 1) // 2)
+
+    def group(self, t: int):
+        """Step ``t``'s patches, top row first: (ys, xs, cs, valid), each (P, D)."""
+        L = self.layout
+        r = np.arange(max(0, -(-(t - self.C + 1) // 2)), min(self.R - 1, t // 2) + 1)
+        c = t - 2 * r
+        dy, dx, ch = L.offsets.T
+        ys = r[:, None] * L.ph + dy[None]
+        xs = c[:, None] * L.pw + dx[None]
+        valid = (ys >= 0) & (ys < self.Hp) & (xs >= 0) & (xs < self.Wp)
+        return np.where(valid, ys, 0), np.where(valid, xs, 0), np.broadcast_to(ch, ys.shape), valid
 
 
 def _tiling(layout: PatchLayout, H: int, W: int) -> _Tiling:
-    R, C = -(-H // layout.ph), -(-W // layout.pw)
-    Hp, Wp = R * layout.ph, C * layout.pw
-    r, c = np.divmod(np.arange(R * C), C)
-    tau = c + 2 * r  # patch (r, c) needs (r, c-1) and (r-1, c+1): both one step earlier
-    groups = []
-    dy, dx, ch = layout.offsets.T
-    for t in range(int(tau.max()) + 1):
-        sel = np.flatnonzero(tau == t)
-        ys = r[sel, None] * layout.ph + dy[None]
-        xs = c[sel, None] * layout.pw + dx[None]
-        valid = (ys >= 0) & (ys < Hp) & (xs >= 0) & (xs < Wp)
-        groups.append((np.where(valid, ys, 0), np.where(valid, xs, 0), np.broadcast_to(ch, ys.shape), valid))
-    return _Tiling(Hp, Wp, groups)
+    return _Tiling(layout, -(-H // layout.ph), -(-W // layout.pw))
 
 
 def _pad(imgs: np.ndarray, Hp: int, Wp: int) -> np.ndarray:
@@ -392,13 +420,16 @@ def _code_block(model: PczModel, canvas: np.ndarray, enc: bs.Encoder | None, dec
     N = canvas.shape[0]
     cv = tables.coded_vars
     n_idx = np.arange(N)[:, None, None]
-    for step, (ys, xs, cs, valid) in enumerate(tiling.groups):
+    steps = tiling.steps
+    for step, t in enumerate(steps):
         if progress is not None:
-            progress(step, len(tiling.groups))
+            progress(step, len(steps))
         if adapter is not None:
             tables = adapter.tables
+        ys, xs, cs, valid = tiling.group(t)
         P = ys.shape[0]
-        ev = np.where(valid[None], canvas[n_idx, ys[None], xs[None], cs[None]], -1).reshape(N * P, -1)
+        ev = canvas[n_idx, ys[None], xs[None], cs[None]].astype(np.int64)
+        ev = np.where(valid[None], ev, -1).reshape(N * P, -1)
         ev, shift = model.layout.center(ev)
         stepper = Stepper(tables, ev)
         if enc is not None:
@@ -485,43 +516,128 @@ def _encode_images(model: PczModel, imgs: np.ndarray, tiling: _Tiling, progress=
     """One stream for same-size images (N, H, W[, 3]); returns (payload, ideal bits)."""
     enc = bs.Encoder()
     coded = model.layout.to_coded_colors(_as_nhwc(imgs))
-    _code_block(model, _pad(coded, tiling.Hp, tiling.Wp).astype(np.int64), enc, None, tiling, progress)
+    _code_block(model, _pad(coded.astype(np.uint8), tiling.Hp, tiling.Wp), enc, None, tiling, progress)
     return enc.to_bytes(), enc.report().ideal_bits
 
 
 def _read_pcz(data: bytes, name: str | None):
-    """Header and items of a container that must be a pcz file."""
+    """Header and items of a container that must be a pcz file with a usable image description."""
     header, items = bs.read_container(data, name=name)
     if header.kind != bs.CodecKind.PCZ:
         raise MalformedError(f"this is a {bs.container.kind_name(header.kind)} file, not pcz", name)
+    if header.width is None or header.channels is None:
+        raise MalformedError("pcz header lacks the image size or channels", name)
+    if header.channels not in (1, 3):
+        raise MalformedError(f"pcz codes 1 or 3 channels, the header says {header.channels}", name)
+    if header.width == 0 or header.height == 0:
+        raise MalformedError(f"declared size {header.width}x{header.height} is empty", name)
+    if header.archive and header.count == 0:
+        raise MalformedError("archive of 0 images", name)
     return header, items
 
 
-def _open(data: bytes, model: PczModel, name: str | None):
+@dataclass(frozen=True)
+class Limits:
+    """What a pcz decoder accepts, checked from the header before anything is allocated.
+
+    As Pillow's ``MAX_IMAGE_PIXELS``: a file over a limit is refused with :class:`AbsurdSizeError`
+    and decodes if the caller raises that limit (``limits=Limits(max_pixels=...)``; the CLI's
+    ``--max-pixels``, ``--max-images``, ``--max-total``, ``--max-ratio``, ``--max-state``).
+
+    ``max_ratio`` bounds the work a few bytes can ask for. The bytes alone give no sound bound: the
+    range coder drops trailing zero bytes, and symbols that each sit at the bottom of their
+    distribution (symbol 0: a black pixel under the MNIST model) keep the coder's low end at zero,
+    so a black MNIST digit, or a thousand of them, codes to an empty payload, and a 34-byte file
+    can truly be a black 16384 x 16384 image. So, as zip-bomb guards do, a stream may decode at
+    most ``free_subpixels`` plus ``max_ratio`` subpixels a payload byte (an empty payload counts
+    one). Real images cost far more than 1/32 byte a subpixel (MNIST 1.19 bits, Kodak 3.15 bits);
+    a flat synthetic image past the allowance needs the limit raised. Subpixels are counted as
+    decoded: padded to whole patches.
+    """
+
+    max_pixels: int = 1 << 26  # one image: 8192 x 8192
+    max_images: int = 1 << 24  # images in one archive
+    max_total: int = 1 << 28  # decoded subpixels of a whole archive
+    max_ratio: float = 32.0  # decoded subpixels per payload byte, beyond free_subpixels
+    free_subpixels: int = 1 << 16  # decoded whatever the payload's length: a 256 x 256 gray image
+    max_state: int = 1 << 25  # coder state of one wavefront step: patches x variables x states (floats)
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _open(data: bytes, model: PczModel, name: str | None, limits: Limits):
     header, items = _read_pcz(data, name)
     header.require_model(model.hash, name, what="pcz model")
-    if header.width is None or header.channels not in (1, 3):
-        raise MalformedError("pcz header lacks the image size or channels", name)
-    if header.width * header.height > MAX_PIXELS or header.width == 0 or header.height == 0:
-        raise AbsurdSizeError(f"declared size {header.width}x{header.height} is out of range", name)
+    if header.width * header.height > limits.max_pixels:
+        raise AbsurdSizeError(f"declared size {header.width}x{header.height} is over the limit of "
+                              f"{limits.max_pixels} pixels (max_pixels)", name)
     _check_model_fits(model, header.channels, name)
     return header, items
 
 
-def decompress(data: bytes, model: PczModel, name: str | None = None, progress=None) -> np.ndarray:
-    """Decode a single-image ``.pcz`` file (bytes) to its uint8 array, bit-exact."""
-    header, items = _open(data, model, name)
+def _check_streams(model: PczModel, header: bs.Header, payloads: list, counts: list, name, limits: Limits) -> None:
+    """Refuse, before anything is allocated, streams that ask for more work than the limits allow:
+    the coder state of one step, and the subpixels each payload's bytes may decode."""
+    tiling = _tiling(model.layout, header.height, header.width)
+    per_image = tiling.Hp * tiling.Wp * header.channels
+    state = max(counts) * tiling.widest * model.D * model.K
+    if state > limits.max_state:
+        raise AbsurdSizeError(f"{max(counts)} images of {header.width}x{header.height} in one stream need "
+                              f"{state} coder state values, over the limit of {limits.max_state} (max_state)", name)
+    for payload, n in zip(payloads, counts):
+        allowed = limits.free_subpixels + limits.max_ratio * max(1, len(payload))  # an empty stream counts 1 byte
+        if n * per_image > allowed:
+            raise AbsurdSizeError(f"{n} x {header.width}x{header.height} image(s) from {len(payload)} payload bytes: "
+                                  f"more than {limits.max_ratio:g} subpixels a byte (max_ratio)", name)
+
+
+def check_limits(data: bytes, model: PczModel, name: str | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise :class:`AbsurdSizeError` if decoding ``data`` needs more than ``limits`` allow (and
+    any other error the decoder would raise before decoding); decodes nothing."""
+    header, items = _open(data, model, name, limits)
+    if not header.archive:
+        if len(items) != 1:
+            raise MalformedError("an archive: use decompress_archive", name)
+        _check_streams(model, header, items, [1], name, limits)
+        return
+    _, _, sizes = _archive_plan(model, header, items, name, limits)
+    _check_streams(model, header, items, sizes, name, limits)
+
+
+def _archive_plan(model: PczModel, header: bs.Header, items: list, name, limits: Limits):
+    """An archive's (images, block, images in each block), its count and total size checked."""
+    N, block = header.count, _archive_block(header, name)
+    if N > limits.max_images:
+        raise AbsurdSizeError(f"archive declares {N} images, over the limit of {limits.max_images} (max_images)", name)
+    if len(items) != -(-N // block):
+        raise MalformedError(f"archive of {N} images in blocks of {block} should hold {-(-N // block)} items", name)
+    tiling = _tiling(model.layout, header.height, header.width)
+    total = N * tiling.Hp * tiling.Wp * header.channels
+    if total > limits.max_total:
+        raise AbsurdSizeError(f"archive declares {N} images of {header.width}x{header.height}: {total} subpixels "
+                              f"to decode, over the limit of {limits.max_total} (max_total)", name)
+    return N, block, [min(block, N - lo) for lo in range(0, N, block)]
+
+
+def decompress(data: bytes, model: PczModel, name: str | None = None, progress=None,
+               limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode a single-image ``.pcz`` file (bytes) to its uint8 array, bit-exact.
+
+    Declared sizes are checked against ``limits`` before anything is allocated."""
+    header, items = _open(data, model, name, limits)
     if header.archive or len(items) != 1:
         raise MalformedError("an archive: use decompress_archive", name)
+    _check_streams(model, header, items, [1], name, limits)
     return _decode_images(items[0], model, header, 1, name, progress)[0]
 
 
 def _decode_images(payload: bytes, model: PczModel, header: bs.Header, n: int, name, progress=None) -> np.ndarray:
     H, W, C = header.height, header.width, header.channels
     tiling = _tiling(model.layout, H, W)
-    canvas = np.zeros((n, tiling.Hp, tiling.Wp, C), dtype=np.int64)
+    canvas = np.zeros((n, tiling.Hp, tiling.Wp, C), dtype=np.uint8)
     _code_block(model, canvas, None, bs.Decoder(payload, name), tiling, progress)
-    out = model.layout.from_coded_colors(canvas[:, :H, :W]).astype(np.uint8)
+    out = model.layout.from_coded_colors(canvas[:, :H, :W]).astype(np.uint8, copy=False)
     return out[..., 0] if C == 1 else out
 
 
@@ -557,23 +673,28 @@ def _archive_block(header: bs.Header, name) -> int:
     return block
 
 
-def decompress_archive(data: bytes, model: PczModel, name: str | None = None, index: int | None = None) -> np.ndarray:
-    """All images of an archive (N, H, W[, 3]), or only image ``index`` (decoding just its block)."""
-    header, items = _open(data, model, name)
+def decompress_archive(data: bytes, model: PczModel, name: str | None = None, index: int | None = None,
+                       limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """All images of an archive (N, H, W[, 3]), or only image ``index`` (decoding just its block).
+
+    The count, the images' total size and every block's work are checked against ``limits``
+    before anything is allocated."""
+    header, items = _open(data, model, name, limits)
     if not header.archive:
-        return decompress(data, model, name)[None]
-    N, block = header.count, _archive_block(header, name)
-    if len(items) != -(-N // block):
-        raise MalformedError(f"archive of {N} images in blocks of {block} should hold {-(-N // block)} items", name)
-    if N * header.width * header.height > MAX_PIXELS * 16:
-        raise AbsurdSizeError(f"archive declares {N} images of {header.width}x{header.height}", name)
-    sizes = [min(block, N - lo) for lo in range(0, N, block)]
+        return decompress(data, model, name, limits=limits)[None]
+    N, block, sizes = _archive_plan(model, header, items, name, limits)
     if index is not None:
         if not 0 <= index < N:
             raise IndexError(f"image {index} out of range (archive holds {N})")
         b = index // block
+        _check_streams(model, header, [items[b]], [sizes[b]], name, limits)
         return _decode_images(items[b], model, header, sizes[b], name)[index - b * block]
-    return np.concatenate([_decode_images(p, model, header, n, name) for p, n in zip(items, sizes)])
+    _check_streams(model, header, items, sizes, name, limits)
+    shape = (N, header.height, header.width) + ((3,) if header.channels == 3 else ())
+    out = np.empty(shape, dtype=np.uint8)
+    for lo, payload, n in zip(range(0, N, block), items, sizes):
+        out[lo:lo + n] = _decode_images(payload, model, header, n, name)
+    return out
 
 
 def timed_roundtrip(img: np.ndarray, model: PczModel) -> tuple[Result, float, float]:
@@ -592,7 +713,7 @@ def timed_roundtrip(img: np.ndarray, model: PczModel) -> tuple[Result, float, fl
 
 
 def file_info(data: bytes, name: str | None = None) -> dict:
-    """What a .pcz file says about itself, without needing the model."""
+    """What a .pcz file says about itself, without needing the model (nothing is decoded)."""
     header, items = _read_pcz(data, name)
     n = header.count if header.archive else 1
     sub = n * header.width * header.height * header.channels

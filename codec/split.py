@@ -101,16 +101,11 @@ def _save_npz(path, arrays: dict[str, np.ndarray], force: bool) -> None:
 
 
 def _read_npz(path, what: str) -> dict[str, np.ndarray]:
-    name = str(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise SplitModelError(f"not a {what} file (a bare array, not an npz)", name)
-            return {k: z[k] for k in z.files}
-    except (FileNotFoundError, IsADirectoryError, PermissionError, SplitModelError):
-        raise
-    except Exception as err:  # zip / npy format errors of every kind
-        raise SplitModelError(f"not a {what} file ({type(err).__name__}: {err})", name) from None
+    """The model file's arrays. Names no splitcodec model file has, and oversized members, are
+    refused from the zip directory before any member is read (:func:`bitstream.npzfile.read_npz`);
+    an edge file given for a server one (or back) is then named by its config."""
+    return bs.read_npz(path, {"config", "medians", "cdf_table", "class_names"}, ("encoder.", "decoder.", "tail."),
+                       what=f"{what} file", error=SplitModelError)
 
 
 def _parse_config(a: dict, fmt: str, name: str) -> tuple[dict, StudentConfig]:

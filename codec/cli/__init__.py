@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 import bitstream as bs
@@ -44,13 +45,65 @@ def real(least: float = 0.0, *, strict: bool = False, below: float | None = None
     return parse
 
 
+#: Exit status after the reader of stdout went away: 128 + SIGPIPE, as a shell reports a tool
+#: that SIGPIPE ended (``cat big | head``).
+BROKEN_PIPE_STATUS = 141
+
+
+class UsageError(bs.BitstreamError):
+    """A command line that asks for something impossible (``-o`` with several inputs, ...): one
+    line on stderr and exit status 2, as for a bad file."""
+
+
+def show_progress(quiet: bool = False) -> bool:
+    """Whether to draw progress bars: only for a person watching stderr on a terminal, so a log
+    or a pipe gets clean lines instead of ``\r`` updates glued to the error line."""
+    if quiet:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # stderr replaced or closed
+        return False
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports an error on it): a broken
+    pipe elsewhere (a child process such as ffmpeg dying) stays an error."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of what is left in its buffer
+    cannot fail a second time on the closed pipe (and print 'Exception ignored ...')."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def run(prog: str, parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse ``argv`` and run the chosen subcommand the way every one of our CLIs does: errors a
-    user can cause print one line and exit 2; Ctrl-C says nothing was written and exits 130."""
+    user can cause print one line and exit 2; Ctrl-C says nothing was written and exits 130;
+    a closed stdout (``| head``) ends quietly with status 141."""
     args = parser.parse_args(argv)
     with bs.exit_on_error(prog):
         try:
             args.func(args)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+        except BrokenPipeError:
+            if not _stdout_closed():
+                raise
+            _quiet_stdout()
+            return BROKEN_PIPE_STATUS
         except KeyboardInterrupt:
             print(f"{prog}: interrupted; no partial output written", file=sys.stderr)
             return 130

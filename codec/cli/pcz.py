@@ -5,6 +5,7 @@ A thin shell over :mod:`codec.pcz`; see ``pcz --help`` and ``pcz COMMAND --help`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -20,7 +21,7 @@ from bitstream import ModelMismatchError
 from models.pc import tree_height
 from models.pc.adapt import check_setting
 
-from . import real, run, whole
+from . import UsageError, real, run, show_progress, whole
 from .. import pcz
 from ..images import encode_png, luma, read_image
 from ..pcz_train import is_idx, list_inputs, load_same_size, sample_patches, train
@@ -64,6 +65,8 @@ def _model_for_file(info: dict, spec, name: str) -> pcz.PczModel:
     model with that hash."""
     if spec:
         return _model(spec)
+    if info["model_hash"] is None:
+        raise ModelMismatchError("file names no pcz model", name)
     for key in pcz.SHIPPED:
         if pcz.shipped_model_path(key).exists() and _model(key).hash.hex() == info["model_hash"]:
             return _model(key)
@@ -77,11 +80,12 @@ def _model_for_file(info: dict, spec, name: str) -> pcz.PczModel:
 
 
 class _Bar:
-    """A progress bar on stderr for one long image (none for small ones, or with -q)."""
+    """A progress bar on stderr for one long image (none for small ones, with -q, or when stderr
+    is not a terminal)."""
 
     def __init__(self, label: str, pixels: int, quiet: bool):
         self.bar = None
-        self.label, self.on = label, not quiet and pixels >= 1 << 17
+        self.label, self.on = label, pixels >= 1 << 17 and show_progress(quiet)
 
     def __call__(self, done: int, total: int) -> None:
         if not self.on:
@@ -97,7 +101,7 @@ class _Bar:
             self.bar.close()
 
 
-def _compress_one(path: str, out: str, model_spec, force: bool, quiet: bool = True) -> tuple[str, int, int, float]:
+def _compress_one(path: str, out: str, model_spec, force: bool, quiet: bool = True):
     img = read_image(path)
     model = _model(model_spec or pcz.default_model_for(img))
     bar = _Bar(path, img.shape[0] * img.shape[1], quiet)
@@ -106,7 +110,7 @@ def _compress_one(path: str, out: str, model_spec, force: bool, quiet: bool = Tr
     bar.close()
     dt = time.perf_counter() - t
     bs.atomic_write(out, data, force=force, inputs=[path])
-    return out, len(data), img.size, dt
+    return out, len(data), img.size, dt, _limit_note(data, model, out)
 
 
 def _worker_init() -> None:
@@ -128,9 +132,12 @@ def cmd_compress(args) -> None:
         bs.atomic_write(out, res.data, force=args.force, inputs=inputs)
         _log(args, f"{out}: {len(imgs)} images, {len(res.data)} bytes, {res.bits_per_subpixel:.4f} bits/subpixel "
                    f"(ideal {res.ideal_bits_per_subpixel:.4f}), {len(imgs) / dt:.0f} images/s")
+        note = _limit_note(res.data, model, out)
+        if note:
+            _log(args, note)
         return
     if args.output and len(inputs) > 1:
-        raise SystemExit(f"{PROG}: error: -o needs a single input (or --archive)")
+        raise UsageError("-o needs a single input (or --archive)")
     outs = [args.output or str(p.with_suffix(".pcz")) for p in inputs]
     for p, o in zip(inputs, outs):
         bs.check_output(o, force=args.force, inputs=[p])
@@ -140,28 +147,50 @@ def cmd_compress(args) -> None:
             results = list(pool.map(_compress_one, *zip(*jobs)))
     else:
         results = [_compress_one(*j) for j in jobs]
-    for out, nbytes, sub, dt in results:
+    for out, nbytes, sub, dt, note in results:
         _log(args, f"{out}: {nbytes} bytes, {8 * nbytes / sub:.4f} bits/subpixel, {dt * 1000:.1f} ms")
+        if note:
+            _log(args, note)
+
+
+def _limits(args) -> pcz.Limits:
+    """The decoder's limits, each default raised by its flag if given."""
+    given = {k: getattr(args, k) for k in _LIMIT_FLAGS if getattr(args, k, None) is not None}
+    return dataclasses.replace(pcz.DEFAULT_LIMITS, **given)
+
+
+_LIMIT_FLAGS = ("max_pixels", "max_images", "max_total", "max_ratio", "max_state")
+
+
+def _limit_note(data: bytes, model: pcz.PczModel, out) -> str | None:
+    """A line telling how to decode ``data`` if the default decoder limits refuse it (a flat
+    image codes to almost nothing), else None."""
+    try:
+        pcz.check_limits(data, model)
+    except bs.AbsurdSizeError as err:
+        return f"{out}: note: decoding needs a raised limit ({err.message}); see pcz decompress --help"
+    return None
 
 
 def cmd_decompress(args) -> None:
     inputs = [Path(p) for p in args.inputs]
     if args.output and len(inputs) > 1:
-        raise SystemExit(f"{PROG}: error: -o needs a single input")
+        raise UsageError("-o needs a single input")
     for p in inputs:
         name = str(p)
         data = bs.read_limited(p, 1 << 34)
         info = pcz.file_info(data, name)
         model = _model_for_file(info, args.model, name)
+        limits = _limits(args)
         if info["images"] > 1 or args.index is not None:
             if args.index is not None:
-                img = pcz.decompress_archive(data, model, name, index=args.index)
+                img = pcz.decompress_archive(data, model, name, index=args.index, limits=limits)
                 out = args.output or str(p.with_suffix("")) + f"-{args.index}.png"
                 bs.atomic_write(out, encode_png(img), force=args.force, inputs=[p])
                 _log(args, f"{out}: image {args.index} of {info['images']}")
                 continue
             outdir = Path(args.output or p.with_suffix(""))
-            imgs = pcz.decompress_archive(data, model, name)
+            imgs = pcz.decompress_archive(data, model, name, limits=limits)
             outdir.mkdir(parents=True, exist_ok=True)
             width = len(str(len(imgs) - 1))
             for i, img in enumerate(imgs):
@@ -171,7 +200,7 @@ def cmd_decompress(args) -> None:
             out = args.output or str(p.with_suffix(".png"))
             bs.check_output(out, force=args.force, inputs=[p])
             bar = _Bar(name, info["width"] * info["height"], args.quiet)
-            img = pcz.decompress(data, model, name, progress=bar)
+            img = pcz.decompress(data, model, name, progress=bar, limits=limits)
             bar.close()
             bs.atomic_write(out, encode_png(img), force=args.force, inputs=[p])
             _log(args, f"{out}: {img.shape[1]}x{img.shape[0]} {'RGB' if img.ndim == 3 else 'gray'}")
@@ -197,7 +226,7 @@ def cmd_train(args) -> None:
 
     paths = list_inputs(args.inputs)
     if not paths:
-        raise SystemExit(f"{PROG}: error: no images or idx files found in {' '.join(args.inputs)}")
+        raise UsageError(f"no images or idx files found in {' '.join(args.inputs)}")
     bs.check_output(args.output, force=args.force, inputs=paths)
     if args.patch:
         imgs = [read_image(p) for p in paths[:args.max_images]]
@@ -215,7 +244,7 @@ def cmd_train(args) -> None:
         data = imgs.reshape(len(imgs), -1)
         source = f"{len(imgs)} images of {imgs.shape[2]}x{imgs.shape[1]}"
     _log(args, f"training on {source}: {data.shape[0]} rows of {data.shape[1]} variables, K={args.K}")
-    bar = tqdm(total=args.epochs + args.full_epochs, unit="epoch", disable=args.quiet, file=sys.stderr)
+    bar = tqdm(total=args.epochs + args.full_epochs, unit="epoch", disable=not show_progress(args.quiet), file=sys.stderr)
 
     def progress(epoch, total, bpd):
         bar.update(1)
@@ -320,6 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output PNG (an archive: output folder)")
     p.add_argument("-m", "--model", help="model file, if the file was made with a model that is not shipped")
     p.add_argument("--index", type=whole(0), help="decode only image INDEX of an archive")
+    d = pcz.DEFAULT_LIMITS
+    p.add_argument("--max-pixels", type=whole(1), help=f"largest image decoded, in pixels ({d.max_pixels})")
+    p.add_argument("--max-images", type=whole(1), help=f"most images an archive may hold ({d.max_images})")
+    p.add_argument("--max-total", type=whole(1), help=f"most subpixels of a whole archive ({d.max_total})")
+    p.add_argument("--max-ratio", type=real(0, strict=True),
+                   help=f"most subpixels decoded per payload byte beyond the first {d.free_subpixels} ({d.max_ratio:g}); "
+                        "a larger image from fewer bytes is refused as a decompression bomb")
+    p.add_argument("--max-state", type=whole(1), help=f"most coder state values of one wavefront step ({d.max_state})")
     common(p)
     p.set_defaults(func=cmd_decompress)
 
