@@ -225,6 +225,11 @@ def params_to_config(header: bs.Header, name: str | None, limits: Limits = DEFAU
         fields = doc["config"]
         if not isinstance(fields, dict):
             raise NervError("model config is not an object", name)
+        types = {f.name: str(f.type) for f in dataclasses.fields(_CONFIGS[kind])}
+        for k, v in fields.items():
+            if not _of_type(v, types.get(k, "")):
+                raise NervError(f"model config {k}={json.dumps(v)[:40]} is not a{'n' if types.get(k, 'x')[0] == 'i' else ''} "
+                                f"{types.get(k) or 'known field'}", name)
         for k, most in FIELD_LIMITS[kind].items():
             v = fields.get(k)
             if isinstance(v, int) and not isinstance(v, bool) and v > most:
@@ -254,6 +259,19 @@ def params_to_config(header: bs.Header, name: str | None, limits: Limits = DEFAU
             raise NervError(f"model config does not build a network ({err})", name) from None
     _within(n, limits.max_params, "network parameters", "max-params", name)
     return kind, cfg, version
+
+
+def _of_type(v, t: str) -> bool:
+    """Whether a JSON value fits a config field annotated ``t`` (int, float, tuple[int, ...])."""
+    if isinstance(v, bool):
+        return False
+    if t == "int":
+        return isinstance(v, int)
+    if t == "float":
+        return isinstance(v, (int, float))
+    if t.startswith("tuple"):
+        return isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+    return False
 
 
 def _within(value: int, limit: int, what: str, flag: str, name: str | None) -> None:

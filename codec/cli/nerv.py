@@ -21,7 +21,7 @@ calm_spinning()  # before torch is first imported (by codec.nerv): see codec/cpu
 import bitstream as bs  # noqa: E402
 from bitstream import BitstreamError  # noqa: E402
 
-from . import real, run, whole  # noqa: E402
+from . import show_progress, real, run, whole  # noqa: E402
 from .. import nerv  # noqa: E402
 from ..cpu import set_threads  # noqa: E402
 from ..metrics import ms_ssim, psnr  # noqa: E402
@@ -139,16 +139,29 @@ def _device(spec: str) -> str:
 
 
 class _Bar:
-    """tqdm bar with loss / PSNR / estimated bpp, updated at most a few times a second."""
+    """tqdm bar with loss / PSNR / estimated bpp, updated at most a few times a second. When stderr
+    is not a terminal (a log, a pipe), whole lines instead: at the start and every tenth of the
+    steps, so no ``\r`` updates get glued to other lines."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
+        self.tty = show_progress(quiet)
         self.bar = None
         self.last = 0.0
+        self.tenth = -1
+
+    def _line(self, step: int, total: int, info: dict) -> None:
+        tenth = 10 * step // max(total, 1)
+        if tenth != self.tenth:
+            self.tenth = tenth
+            print(f"training: {step}/{total} steps, psnr {info['psnr']:.2f} dB, bpp {info['bpp']:.4f}",
+                  file=sys.stderr, flush=True)
 
     def __call__(self, step: int, total: int, info: dict) -> None:
         if self.quiet:
             return
+        if not self.tty:
+            return self._line(step, total, info)
         if self.bar is None:
             from tqdm import tqdm
 
