@@ -155,7 +155,11 @@ def test_time_budget_ends_training_in_time():
     t0 = time.perf_counter()
     res = nerv.encode(clip, 25, model="hnerv", size=3000, options=FitOptions(epochs=100_000, time_budget=3.0))
     took = time.perf_counter() - t0
-    assert res.fitted.history[-1]["seconds"] < 4.0
+    ends = [0.0] + [h["seconds"] for h in res.fitted.history]
+    longest = max(b - a for a, b in zip(ends, ends[1:]))
+    # training stops at an epoch's end: within the budget plus about one epoch (a loaded machine
+    # stretches epochs; 2 cores shared with a fuzz campaign: 5.2 s for this 3 s budget)
+    assert ends[-1] < 3.0 + longest + 0.5
     assert took < 15.0
     assert 3 <= len(res.fitted.history) < 100_000
     frames, _ = nerv.decode(res.data)
