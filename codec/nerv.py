@@ -78,11 +78,11 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
-#: Bounds on each model's structural fields, checked before a network is built: building even an
-#: empty (meta) network walks every layer, and a forged ``"layers": 1048576`` would take minutes.
 #: Largest network the encoder makes (parameters): what a default decoder accepts.
 MAX_PARAMS = DEFAULT_LIMITS.max_params
 
+#: Bounds on each model's structural fields, checked before a network is built: building even an
+#: empty (meta) network walks every layer, and a forged ``"layers": 1048576`` would take minutes.
 FIELD_LIMITS = {
     "hnerv": {"c0": 4096, "emb_ch": 256, "min_ch": 4096},
     "nervpp": {"c0": 4096, "pe_freqs": 64, "mlp_dim": 4096, "stem_ch": 4096, "min_ch": 4096},
@@ -339,7 +339,7 @@ def _smallest(code: Callable[[bs.CdfTable], list[bytes]], values: list[np.ndarra
     widest = max((int(v.max()) - int(v.min()) + 1 for v in values if v.size), default=1)
     best = None
     for precision, span in itertools.product(TABLE_PRECISIONS, TABLE_SPANS):
-        if span > MAX_ROW or (span != MAX_ROW and span >= widest):
+        if span != MAX_ROW and span >= widest:
             continue  # the same table as a wider cap
         try:
             table = _empirical_table(values, precision, span)

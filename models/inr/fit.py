@@ -185,10 +185,10 @@ class _Schedule:
 
 
 #: Training steps over which the quantization steps' learning rate (``quant_lr_mult``) was set.
-#: A fit of fewer steps gives them proportionally more: a step must travel about as far in log
-#: space however short the fit (from 8 bits a weight at the start to about 3), and with 240 steps
-#: (8 frames, 30 epochs) it could not: the file ended at 0.081 bpp for a 0.05 target with λ at its
-#: ceiling; with the scaled rate, 0.044.
+#: A fit of fewer steps gives them more, by the square root of the shortfall: a step must travel
+#: about as far in log space however short the fit (from 8 bits a weight at the start to about 3),
+#: and with 240 steps (8 frames, 30 epochs) it could not: the file ended at 0.081 bpp for a 0.05
+#: target with λ at its ceiling; scaled by the square root, 0.049 (fully proportional: 0.044).
 QUANT_REF_STEPS = 1000
 
 
