@@ -552,14 +552,16 @@ class Limits:
     most ``free_subpixels`` plus ``max_ratio`` subpixels a payload byte (an empty payload counts
     one). Real images cost far more than 1/32 byte a subpixel (MNIST 1.19 bits, Kodak 3.15 bits);
     a flat synthetic image past the allowance needs the limit raised. Subpixels are counted as
-    decoded: padded to whole patches.
+    decoded: padded to whole patches. The free allowance is what a forged size decodes before its
+    payload proves invalid; at 2^14 subpixels that is well under a second with the slowest shipped
+    model (the fuzz campaign's forged MNIST widths took up to 1.8 s at 2^16).
     """
 
     max_pixels: int = 1 << 26  # one image: 8192 x 8192
     max_images: int = 1 << 24  # images in one archive
     max_total: int = 1 << 28  # decoded subpixels of a whole archive
     max_ratio: float = 32.0  # decoded subpixels per payload byte, beyond free_subpixels
-    free_subpixels: int = 1 << 16  # decoded whatever the payload's length: a 256 x 256 gray image
+    free_subpixels: int = 1 << 14  # decoded whatever the payload's length: a 128 x 128 gray image
     max_state: int = 1 << 25  # coder state of one wavefront step: patches x variables x states (floats)
 
 
