@@ -124,7 +124,7 @@ MIN_BUDGET = 300
 #: CPU cores (``tools/bench_nerv.py``).
 PRESETS = {
     "fast": {"hnerv": 12, "nervpp": 12, "nirvana": 15},
-    "medium": {"hnerv": 30, "nervpp": 30, "nirvana": 40},
+    "medium": {"hnerv": 45, "nervpp": 30, "nirvana": 40},
     "slow": {"hnerv": 150, "nervpp": 150, "nirvana": 150},
 }
 DEFAULT_PRESET = "medium"

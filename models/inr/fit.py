@@ -394,7 +394,8 @@ class _Step(nn.Module):
     def forward(self, x: torch.Tensor, emb_scale: float, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kind != "hnerv":
             return self.qnet(x), self.qnet.rate_bits()
-        z = self.enc(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            z = self.enc(x)  # float32: the encoder's convolutions ran slower in bf16 (see _autocast)
         if self.memory is None:
             self.memory = torch.zeros((self.frames, *z.shape[1:]), device=z.device)
             self.seen = torch.zeros(self.frames, dtype=torch.bool)
