@@ -1,7 +1,7 @@
 """bitstream: the container format and the entropy-coding layer shared by every codec.
 
 Imports nothing else of this library. See ``FORMAT.md`` for the byte layout and
-``python -m bitstream FILE`` to inspect any container.
+``python -m neural_codecs.bitstream FILE`` to inspect any container.
 """
 from .container import (
     BATCH,
@@ -40,6 +40,7 @@ from .errors import (
     AbsurdSizeError,
     BadSignatureError,
     BitstreamError,
+    CodecError,
     CRCMismatchError,
     MalformedError,
     ModelMismatchError,
@@ -47,7 +48,6 @@ from .errors import (
     TruncatedError,
     UnknownCriticalChunkError,
     UnsupportedVersionError,
-    exit_on_error,
 )
 from .npzfile import read_npz
 from .safeio import atomic_output, atomic_write, check_output, check_size, read_limited

@@ -1,4 +1,4 @@
-"""Inspect container files: ``python -m bitstream FILE [FILE ...]``.
+"""Inspect container files: ``python -m neural_codecs.bitstream FILE [FILE ...]``.
 
 Prints the header and the chunk table of any container this library writes (pcz, nervcodec,
 splitcodec, ...), after checking every chunk's CRC. A file that is not a valid container gets one
@@ -11,7 +11,7 @@ import json
 import sys
 
 from .container import BATCH, ITEM, TEXT, ContainerReader, decode_batch, kind_name
-from .errors import exit_on_error
+from .errors import BitstreamError, OutputExistsError
 
 
 def describe(path: str) -> dict:
@@ -73,16 +73,22 @@ def _print_text(d: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m bitstream",
+        prog="python -m neural_codecs.bitstream",
         description="Print the header and chunk table of container files (.pcz, .nerv, ...), checking every CRC.",
-        epilog="Example: python -m bitstream digits.pcz --json. Exit status 2 if a file is not a valid container.")
+        epilog="Example: python -m neural_codecs.bitstream digits.pcz --json. Exit status 2 if a file is not a valid container.")
     ap.add_argument("files", nargs="+", metavar="FILE")
     ap.add_argument("--json", action="store_true", help="machine-readable output, one JSON object per file")
     args = ap.parse_args(argv)
-    with exit_on_error("bitstream"):
+    try:
         for path in args.files:
             d = describe(path)
             print(json.dumps(d)) if args.json else _print_text(d)
+    except (BitstreamError, OutputExistsError) as err:  # one line, status 2, as every CLI of ours
+        print(f"bitstream: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"bitstream: error: {err.filename + ': ' if err.filename else ''}{err.strerror or err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -94,7 +94,8 @@ def is_critical(chunk_type: str) -> bool:
 
 
 def model_hash(data: bytes) -> bytes:
-    """Content hash naming a model: the first 8 bytes of SHA-256 of the model file's bytes."""
+    """Content hash naming a model: the first 8 bytes of SHA-256 of ``data``, the model's
+    canonical bytes (``FORMAT.md`` §15; ``neural_codecs.codec.modelfile`` builds them)."""
     import hashlib
 
     return hashlib.sha256(data).digest()[:MODEL_HASH_LEN]

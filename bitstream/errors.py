@@ -1,19 +1,19 @@
-"""Typed errors for everything that reads a container or an entropy-coded payload.
+"""Typed errors: :class:`CodecError`, the root of every error a user's input can cause, and under
+it :class:`BitstreamError` for what reads a container or an entropy-coded payload.
 
-Every way a file can be bad maps to one subclass of :class:`BitstreamError`, so a command-line
-tool catches one type and prints one line (``FILE: problem``) instead of a traceback, and a test
-can assert that corrupt input raises *only* these errors.
+Every way a file can be bad maps to one subclass, so a command-line tool catches one type and
+prints one line (``FILE: problem``) instead of a traceback, and a test can assert that corrupt
+input raises *only* these errors. The codecs derive their own (a bad image, video or model file,
+an impossible command line) from :class:`CodecError`. The root lives here, in the lowest layer,
+because this package imports nothing else of the library.
 """
 from __future__ import annotations
 
-import contextlib
-import sys
 
+class CodecError(ValueError):
+    """The root: input that no codec of this library can take (a bad file, a bad argument).
 
-class BitstreamError(ValueError):
-    """Base class: the bytes are not a valid container / payload.
-
-    ``name`` is the file (or other source) the bytes came from, when known; ``str(err)`` then reads
+    ``name`` is the file (or other source) the input came from, when known; ``str(err)`` then reads
     ``"NAME: message"``.
     """
 
@@ -22,13 +22,17 @@ class BitstreamError(ValueError):
         self.name = name
         super().__init__(f"{name}: {message}" if name else message)
 
-    def with_name(self, name: str | None) -> "BitstreamError":
+    def with_name(self, name: str | None) -> "CodecError":
         """Return a copy of this error that names its source (keeps the subclass)."""
         if name is None or self.name is not None:
             return self
         err = type(self).__new__(type(self))
-        BitstreamError.__init__(err, self.message, name)
+        CodecError.__init__(err, self.message, name)
         return err
+
+
+class BitstreamError(CodecError):
+    """The bytes are not a valid container / payload."""
 
 
 class BadSignatureError(BitstreamError):
@@ -67,19 +71,3 @@ class OutputExistsError(FileExistsError):
     """Refusing to overwrite an existing output without ``force`` (or ever, if it is an input)."""
 
 
-@contextlib.contextmanager
-def exit_on_error(prog: str, status: int = 2):
-    """Turn the errors a user can cause into one line on stderr and exit ``status``.
-
-    Catches :class:`BitstreamError`, :class:`OutputExistsError` and ``OSError`` (missing file,
-    permission denied, ...). Anything else is a bug and keeps its traceback.
-    """
-    try:
-        yield
-    except (BitstreamError, OutputExistsError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        raise SystemExit(status) from None
-    except OSError as err:
-        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
-        print(f"{prog}: error: {where}{err.strerror or err}", file=sys.stderr)
-        raise SystemExit(status) from None

@@ -12,7 +12,6 @@ the caller's :class:`BitstreamError` subclass.
 from __future__ import annotations
 
 import ast
-import io
 import os
 import zipfile
 from typing import Iterable

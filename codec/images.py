@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bitstream import AbsurdSizeError, BitstreamError, MalformedError, TruncatedError
+from neural_codecs.bitstream import AbsurdSizeError, CodecError, MalformedError, TruncatedError
 
 #: Largest image accepted (pixels), checked from the header before decoding.
 MAX_PIXELS = 1 << 28
 
 
-class ImageFormatError(BitstreamError):
+class ImageFormatError(CodecError):
     """Not an image we can code (unreadable, or a kind we refuse, e.g. 16-bit or alpha)."""
 
 
@@ -38,16 +38,17 @@ def check_image(img: np.ndarray, name: str | None = None) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike | io.BufferedIOBase, name: str | None = None) -> np.ndarray:
     """A PNG (or anything Pillow opens) as uint8 (H, W) or (H, W, 3).
 
     8-bit gray and RGB are read as they are; 1-bit images become gray 0/255 and palette images
     without transparency become RGB (both lossless in pixel values). 16-bit images and images with
-    an alpha channel are refused with a message rather than silently changed.
+    an alpha channel are refused with a message rather than silently changed. ``path`` may be an
+    open binary file (stdin's bytes); ``name`` then names it in errors.
     """
     from PIL import Image, UnidentifiedImageError
 
-    name = str(path)
+    name = name or str(path)
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -70,7 +71,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageFormatError("not an image file Pillow can read", name) from None
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
-        if isinstance(err, BitstreamError):
+        if isinstance(err, CodecError):
             raise
         if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
             raise

@@ -31,17 +31,19 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-import bitstream as bs
-from bitstream import AbsurdSizeError, MalformedError
-from bitstream.varint import decode_uvarint, encode_uvarint
-from models.inr import (
+from neural_codecs import bitstream as bs
+from neural_codecs.bitstream import AbsurdSizeError, MalformedError
+from neural_codecs.bitstream.varint import decode_uvarint, encode_uvarint
+from neural_codecs.models.inr import (
     EMB_RUN, KINDS, FitOptions, Fitted, HNeRVConfig, NeRVppConfig, NirvanaConfig, QuantizedTensor, build_net,
     decoder_from, dequantize_embeddings, fit, group_count, hnerv_config, nervpp_config, nirvana_params, render,
 )
-from models.inr.distributed import team
-from models.inr.fit import probe_step_seconds
-from models.inr.quant import ROW_CAPS, SMALL_TENSOR as QUANT_SMALL_TENSOR, TABLE_SPAN
-from models.inr.hnerv import delta_coded
+from neural_codecs.models.inr.distributed import team
+from neural_codecs.models.inr.fit import probe_step_seconds
+from neural_codecs.models.inr.quant import ROW_CAPS, SMALL_TENSOR as QUANT_SMALL_TENSOR, TABLE_SPAN
+from neural_codecs.models.inr.hnerv import delta_coded
+
+from . import metrics
 
 WEIGHTS = "W"
 EMBEDDINGS = "E"
@@ -572,8 +574,7 @@ def encode_prepared(frames: np.ndarray, fps, model: str, cfg, opts: FitOptions,
     fitted = fit(frames, model, cfg, opts, progress)
     if fitted is None:  # a rank > 0 of a distributed encode: rank 0 holds the result
         return None
-    mse = float(np.mean((fitted.frames.numpy().astype(np.float64) - frames) ** 2))
-    psnr = float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    psnr = metrics.psnr(fitted.frames.numpy(), frames)
     lam = fitted.history[-1].get("lam", opts.lam) if fitted.history else opts.lam
     T, H, W, _ = frames.shape
     room = opts.target_bpp * T * H * W / 8 if opts.target_bpp else None

@@ -15,22 +15,19 @@ The pipeline is the library's one shape: array -> model (conditionals) -> entrop
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-import bitstream as bs
-from bitstream import AbsurdSizeError, BitstreamError, MalformedError, ModelMismatchError
-from bitstream.npzfile import read_npz
-from models.pc.adapt import Adapter, check_setting
-from models.pc.coder import CodingTables, Stepper, coding_tables
+from neural_codecs import bitstream as bs
+from neural_codecs.bitstream import AbsurdSizeError, BitstreamError, MalformedError, ModelMismatchError
+from neural_codecs.models.pc.adapt import Adapter, check_setting
+from neural_codecs.models.pc.coder import CodingTables, Stepper, coding_tables
 
+from . import modelfile
 from .images import check_image
 
 #: Fixed-point precision (bits) of the probabilities in a newly made model file: every stored
@@ -238,14 +235,9 @@ class PczModel:
         return self._hash
 
     def _content_hash(self) -> bytes:
-        h = hashlib.sha256()
-        for key, a in sorted(self._arrays().items()):
-            if key in ("name", "info"):  # labels, not what decoding depends on
-                continue
-            a = np.ascontiguousarray(a)
-            h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
-            h.update(a.tobytes())
-        return h.digest()[:bs.container.MODEL_HASH_LEN]
+        # the legacy rule pcz models were first named by; "name" and "info" are labels, not what
+        # decoding depends on
+        return modelfile.content_hash(self._arrays(), "pcz-v1", skip=("name", "info"))
 
     @property
     def tables(self) -> CodingTables:
@@ -260,17 +252,15 @@ class PczModel:
         return None if self.adapt is None else Adapter(self.tables, *self.adapt)
 
     def save(self, path, *, force: bool = False) -> None:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **self._arrays())
-        bs.atomic_write(path, buf.getvalue(), force=force)
+        modelfile.save(path, self._arrays(), force=force)
 
     @classmethod
     def load(cls, path, *, max_member: int = MAX_MODEL_MEMBER) -> "PczModel":
         """Read a model file: only the arrays a model has, each at most ``max_member`` bytes
         (checked from the zip directory before anything is read)."""
         name = str(path)
-        a = read_npz(path, MODEL_ARRAYS, what="pcz model file", error=ModelFileError,
-                     max_member=max_member, max_total=4 * max_member)
+        a = modelfile.read(path, MODEL_ARRAYS, what="pcz model file", error=ModelFileError,
+                           max_member=max_member, max_total=4 * max_member)
         try:
             return cls._from_arrays(a, name)
         except ModelFileError:
@@ -330,7 +320,7 @@ class PczModel:
 
 
 def shipped_model_path(key: str) -> Path:
-    return Path(str(resources.files("codec") / "pcz_models" / SHIPPED[key]))
+    return modelfile.shipped_path("pcz_models", SHIPPED[key])
 
 
 def load_model(spec: str | os.PathLike) -> PczModel:
@@ -340,6 +330,8 @@ def load_model(spec: str | os.PathLike) -> PczModel:
         if not path.exists():
             raise ModelFileError(f"shipped model {spec!r} is not installed (expected {path})")
         return PczModel.load(path)
+    if isinstance(spec, str) and not os.path.exists(spec) and not spec.endswith(".npz"):
+        raise ModelFileError(f"no shipped model or model file named {spec!r}; shipped models: {', '.join(SHIPPED)}")
     return PczModel.load(spec)
 
 

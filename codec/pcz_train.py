@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from models.pc import fit_em
+from neural_codecs.models.pc import fit_em
 
 from .images import ImageFormatError, read_idx, read_image
 from .pcz import PatchLayout, PczModel

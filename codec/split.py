@@ -8,7 +8,7 @@ probabilities. The two halves ship as two model files and share nothing but the 
   student encoder's float32 weights, PyTorch names), ``medians`` (float32, one per latent channel)
   and ``cdf_table`` (uint8: the prior as a serialised :class:`~bitstream.CdfTable`,
   ``FORMAT.md`` §11, built once by the trainer and never recomputed). Its **content hash**
-  (:func:`bitstream.model_hash` over :func:`canonical_bytes` of these arrays: for each key in sorted
+  (:func:`modelfile.content_hash`, the canonical rule of ``FORMAT.md`` §15: for each key in sorted
   order ``key NUL dtype NUL shape NUL`` then the array's bytes, C order) names it in every bitstream.
 - **server model** (``.npz``): ``config`` (the student config and ``edge_model``, the hex hash of
   the edge model it pairs with), ``decoder.*``, ``tail.*`` (the teacher's layer2 … fc under
@@ -32,21 +32,20 @@ float32. A float (3, H, W) tensor is taken as already preprocessed (any H, W ≥
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-import bitstream as bs
-from bitstream import AbsurdSizeError, BitstreamError, CdfTable, MalformedError, ModelMismatchError
-from models.split import EntropicStudent, ResNetTail, StudentConfig, build_decoder, build_encoder
+from neural_codecs import bitstream as bs
+from neural_codecs.bitstream import AbsurdSizeError, BitstreamError, CdfTable, MalformedError, ModelMismatchError
+from neural_codecs.models.split import EntropicStudent, ResNetTail, StudentConfig, build_decoder, build_encoder
 
+from . import modelfile
 from .images import ImageFormatError, check_image
 
 EDGE_FORMAT = "splitcodec-edge"
@@ -75,16 +74,6 @@ class SplitModelError(BitstreamError):
 # ---------------------------------------------------------------------------------------------
 
 
-def canonical_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """The bytes a model's content hash covers (independent of the npz's zip layout)."""
-    out = bytearray()
-    for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
-        out += f"{key}\0{a.dtype.str}\0{list(a.shape)}\0".encode()
-        out += a.tobytes()
-    return bytes(out)
-
-
 def _json_array(doc: dict) -> np.ndarray:
     return np.frombuffer(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(), dtype=np.uint8).copy()
 
@@ -93,19 +82,12 @@ def _state_arrays(module: nn.Module, prefix: str) -> dict[str, np.ndarray]:
     return {f"{prefix}.{k}": v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
 
 
-def _save_npz(path, arrays: dict[str, np.ndarray], force: bool) -> None:
-    """Write a model's arrays as an uncompressed ``.npz``, atomically."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    bs.atomic_write(path, buf.getvalue(), force=force)
-
-
 def _read_npz(path, what: str) -> dict[str, np.ndarray]:
     """The model file's arrays. Names no splitcodec model file has, and oversized members, are
-    refused from the zip directory before any member is read (:func:`bitstream.npzfile.read_npz`);
-    an edge file given for a server one (or back) is then named by its config."""
-    return bs.read_npz(path, {"config", "medians", "cdf_table", "class_names"}, ("encoder.", "decoder.", "tail."),
-                       what=f"{what} file", error=SplitModelError)
+    refused from the zip directory before any member is read (:func:`modelfile.read`); an edge
+    file given for a server one (or back) is then named by its config."""
+    return modelfile.read(path, {"config", "medians", "cdf_table", "class_names"}, ("encoder.", "decoder.", "tail."),
+                          what=f"{what} file", error=SplitModelError)
 
 
 def _parse_config(a: dict, fmt: str, name: str) -> tuple[dict, StudentConfig]:
@@ -227,11 +209,11 @@ class EdgeModel:
     def hash(self) -> bytes:
         """8-byte content hash that names this model in bitstreams."""
         if self._hash is None:
-            self._hash = bs.model_hash(canonical_bytes(self.arrays()))
+            self._hash = modelfile.content_hash(self.arrays())
         return self._hash
 
     def save(self, path, *, force: bool = False) -> None:
-        _save_npz(path, self.arrays(), force)
+        modelfile.save(path, self.arrays(), force=force)
 
     @classmethod
     def load(cls, path) -> "EdgeModel":
@@ -252,7 +234,7 @@ class EdgeModel:
         except (KeyError, TypeError, ValueError) as err:
             raise SplitModelError(f"bad preprocessing settings ({err})", name) from None
         model._validate_preprocessing(name)
-        model._hash = bs.model_hash(canonical_bytes(a))
+        model._hash = modelfile.content_hash(a)
         return model
 
 
@@ -291,7 +273,7 @@ class ServerModel:
                 "class_names": np.array(self.class_names, dtype=str)}
 
     def save(self, path, *, force: bool = False) -> None:
-        _save_npz(path, self.arrays(), force)
+        modelfile.save(path, self.arrays(), force=force)
 
     @classmethod
     def load(cls, path) -> "ServerModel":
@@ -334,7 +316,7 @@ DEFAULT = "default"
 
 
 def shipped_dir() -> Path:
-    return Path(str(resources.files("codec") / "split_models"))
+    return modelfile.shipped_path("split_models", "")
 
 
 def model_path(spec, file: str):

@@ -40,7 +40,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit, urlunsplit
 
-from bitstream import BitstreamError
+from neural_codecs.bitstream import BitstreamError
 
 DEFAULT_MAX_BYTES = 1 << 20
 #: A connection that sends nothing for this many seconds (mid-request or between requests) is closed

@@ -7,7 +7,7 @@ A clip is a numpy uint8 array of shape (T, H, W, 3), RGB, with its frame rate as
   demuxes and decodes) or a directory of PNG frames, pick frames ``[start, start + count)`` and can
   area-downscale them. Sizes and frame counts are checked against limits before frames are
   decoded or stored, and every error names the file (a command line prints it as one line through
-  :func:`bitstream.errors.exit_on_error`).
+  :func:`neural_codecs.codec.cli.exit_on_error`).
 - :func:`write_video` writes a directory of PNG frames, H.264 in mp4/mkv/mov, lossless FFV1 in mkv,
   or y4m, chosen by the path; files appear atomically, an existing output is refused without
   ``force`` and an input is never overwritten.
@@ -20,7 +20,9 @@ planes).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import sys
 import re
 import shutil
 import tempfile
@@ -31,9 +33,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from bitstream import AbsurdSizeError, BitstreamError
-from bitstream.errors import OutputExistsError
-from bitstream.safeio import atomic_output, check_output
+from neural_codecs.bitstream import AbsurdSizeError, CodecError
+from neural_codecs.bitstream.errors import OutputExistsError
+from neural_codecs.bitstream.safeio import atomic_output, check_output
 
 #: Default limits of :func:`read_video`: frames per clip, and pixels per frame.
 MAX_FRAMES = 100_000
@@ -41,6 +43,8 @@ MAX_PIXELS = 1 << 26
 #: Frame rate given to a directory of PNG frames when the caller names none.
 DIRECTORY_FPS = Fraction(25)
 
+#: ``-`` as an output: YUV4MPEG2 on stdout.
+STDOUT = "-"
 _FRAME_NAME = "frame_{:06d}.png"
 _FRAME_RE = re.compile(r"frame_\d{6,}\.png")
 _MAX_DIR_FRAMES = 1_000_000  # six-digit names keep their order when sorted as text
@@ -59,7 +63,7 @@ _CONTAINERS = {
 PathLike = str | os.PathLike
 
 
-class VideoFormatError(BitstreamError):
+class VideoFormatError(CodecError):
     """Not a video we can read or write: not a video file, no video stream, zero frames, unsupported."""
 
 
@@ -192,7 +196,7 @@ class _DirSource:
                                        f"{self.width}x{self.height}; all frames must have one size", str(path))
             try:
                 img = read_image(path)
-            except BitstreamError as err:
+            except CodecError as err:
                 raise VideoFormatError(err.message, str(path)) from None
             if img.ndim == 2:
                 img = np.repeat(img[:, :, None], 3, axis=2)
@@ -366,6 +370,8 @@ def check_video_output(path: PathLike, *, force: bool = False, inputs: Iterable[
     """Raise now what :func:`write_video` would raise about ``path`` itself (a kind we cannot
     write, an existing output without ``force``, an input), so a caller can fail before long work."""
     name = os.fspath(path)
+    if name == STDOUT:
+        return
     if _is_dir_target(path):
         target = Path(path).resolve()
         for inp in inputs:
@@ -382,11 +388,12 @@ def check_video_output(path: PathLike, *, force: bool = False, inputs: Iterable[
 
 
 def write_video(path: PathLike, frames: np.ndarray, fps, *, force: bool = False, inputs: Iterable[PathLike] = (),
-                lossless: bool = False, crf: int = 12) -> None:
+                lossless: bool = False, crf: int = 12, first: int = 0) -> None:
     """Write uint8 (T, H, W, 3) RGB ``frames`` at ``fps`` (kept exactly); the path picks the kind.
 
     - a directory (a path ending in "/", an existing directory or a path without suffix):
-      ``frame_000000.png``, ``frame_000001.png``, ... -- bit-exact. Written into a temporary
+      ``frame_000000.png``, ``frame_000001.png``, ... (numbered from ``first``: the clip's frame
+      index, so ``nervcodec decode --frame 5`` writes ``frame_000005.png``) -- bit-exact. Written into a temporary
       sibling directory and renamed into place; with ``force`` an existing directory holding only
       ``frame_NNNNNN.png`` files is replaced (one holding anything else is never touched).
     - ``.mp4`` / ``.mov`` / ``.mkv``: H.264 (libx264, preset medium, ``crf``), yuv420p -- or
@@ -396,7 +403,7 @@ def write_video(path: PathLike, frames: np.ndarray, fps, *, force: bool = False,
       libx264 with qp 0 in yuv444p -- lossless in YUV, but the RGB -> YUV rounding means a read
       back is close to, not bit-exactly, the RGB input.
     - ``.y4m``: raw yuv444p frames in a YUV4MPEG2 file (same RGB -> YUV rounding; ``lossless`` and
-      ``crf`` do not apply).
+      ``crf`` do not apply). ``-`` writes the same to stdout.
 
     Files are written atomically; an existing output is refused without ``force`` and an input
     (``inputs``) is never overwritten (:class:`bitstream.errors.OutputExistsError`).
@@ -404,8 +411,14 @@ def write_video(path: PathLike, frames: np.ndarray, fps, *, force: bool = False,
     frames = _check_frames(frames)
     name = os.fspath(path)
     fps = as_fps(fps, name)
+    if name == STDOUT:  # a stream: YUV4MPEG2, as ffmpeg's "-f yuv4mpegpipe -"
+        buf = io.BytesIO()
+        _encode(buf, "yuv4mpegpipe", "rawvideo", "yuv444p", {}, frames, fps, "stdout")
+        sys.stdout.buffer.write(buf.getvalue())
+        sys.stdout.buffer.flush()
+        return
     if _is_dir_target(path):
-        _write_png_dir(Path(path), frames, force=force, inputs=inputs)
+        _write_png_dir(Path(path), frames, force=force, inputs=inputs, first=first)
         return
     suffix = Path(path).suffix.lower()
     if suffix not in _CONTAINERS:
@@ -449,7 +462,7 @@ def _encode(f, fmt: str, codec: str, pix_fmt: str, options: dict, frames: np.nda
         raise VideoFormatError(f"cannot encode with {codec} ({_av_message(err)})", name) from None
 
 
-def _write_png_dir(path: Path, frames: np.ndarray, *, force: bool, inputs: Iterable[PathLike]) -> None:
+def _write_png_dir(path: Path, frames: np.ndarray, *, force: bool, inputs: Iterable[PathLike], first: int = 0) -> None:
     from .images import encode_png
 
     if frames.shape[0] > _MAX_DIR_FRAMES:
@@ -467,7 +480,7 @@ def _write_png_dir(path: Path, frames: np.ndarray, *, force: bool, inputs: Itera
         os.umask(mask)
         os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; give the usual mode of a new directory
         for i, frame in enumerate(frames):
-            (tmp / _FRAME_NAME.format(i)).write_bytes(encode_png(frame))
+            (tmp / _FRAME_NAME.format(first + i)).write_bytes(encode_png(frame))
         # re-check just before the rename: the output may have appeared meanwhile
         if _existing_dir(path, force) and not existing:
             raise OutputExistsError(f"{path}: appeared while writing (use --force to overwrite)")

@@ -1,12 +1,9 @@
 """The nervcodec benchmark runs end to end on a tiny clip (so the script cannot rot)."""
 import json
-import sys
 
-from codec.video_io import write_video
-from conftest import ROOT
+from neural_codecs.codec.video_io import write_video
 from test_nerv import tiny_clip
 
-sys.path.insert(0, str(ROOT / "tools"))
 import bench_nerv  # noqa: E402
 
 

@@ -5,9 +5,9 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, strategies as st
 
-import bitstream as bs
-from bitstream.container import (MAX_DIMENSION, encode_chunk, container_overhead)
-from bitstream.varint import encode_uvarint
+from neural_codecs import bitstream as bs
+from neural_codecs.bitstream.container import (MAX_DIMENSION, encode_chunk, container_overhead)
+from neural_codecs.bitstream.varint import encode_uvarint
 
 MNIST_HEADER = bs.Header(kind=bs.CodecKind.PCZ, model_hash=bs.model_hash(b"some model"),
                          width=28, height=28, channels=1)

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
-import bitstream as bs
-from bitstream.entropy import PRECISION, MAX_VALUE_BITS
+from neural_codecs import bitstream as bs
+from neural_codecs.bitstream.entropy import PRECISION, MAX_VALUE_BITS
 
 
 def _sample(p, rng):
@@ -189,8 +189,8 @@ def test_coder_model_matches_format_md():
 def test_threaded_and_serial_kernels_keep_separate_numba_caches():
     """Two njit wrappers of one function share numba's cache index, and a process could then load
     the serial machine code for the threaded dispatcher (pcz ran on one core that way)."""
-    from bitstream.entropy import _quantize_rows_par, _quantize_rows_ser
-    from models.pc.coder import _fast_step_par, _fast_step_ser
+    from neural_codecs.bitstream.entropy import _quantize_rows_par, _quantize_rows_ser
+    from neural_codecs.models.pc.coder import _fast_step_par, _fast_step_ser
 
     def index(d):
         return d._cache._cache_file._index_path

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import bitstream as bs
+from neural_codecs import bitstream as bs
 from test_golden import sample
 
 N_FLIPS = 1500

@@ -8,13 +8,9 @@ still fail on this branch carry ``"xfail": true`` in ``tests/fuzz_corpus/MANIFES
 (``python tools/fuzz.py --replay`` refreshes the marks); they run as non-strict xfails, so a fix
 shows up as XPASS.
 """
-import sys
 
 import pytest
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "tools"))
 
 import fuzz  # noqa: E402
 

@@ -1,12 +1,9 @@
 """The committed golden container must keep decoding, and re-encoding must give the same bytes."""
-import sys
-from pathlib import Path
 
 import numpy as np
 
-import bitstream as bs
+from neural_codecs import bitstream as bs
 
-sys.path.insert(0, str(Path(__file__).parent / "golden"))
 import sample  # noqa: E402
 
 GOLDEN_SHA256 = "ba130257315501b5fa613c8fdb04de7194c32ccc9b96417b2250cbe4fc639170"

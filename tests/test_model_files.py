@@ -9,9 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
-import bitstream as bs
-from bitstream.npzfile import read_npz
-from codec import pcz, split
+from neural_codecs import bitstream as bs
+from neural_codecs.bitstream.npzfile import read_npz
+from neural_codecs.codec import pcz, split
 
 
 def add_member(path, key: str, array_bytes: int) -> None:
@@ -111,3 +111,31 @@ def test_arrays_roundtrip(tmp_path):
         read_npz(tmp_path / "missing.npz", {"a"})
     with pytest.raises(IsADirectoryError):
         read_npz(tmp_path, {"a"})
+
+
+def test_one_content_hash_rule_keeps_every_shipped_name():
+    """pcz models keep the legacy rule, split models the canonical one: the shipped models' names,
+    which every existing file carries, are unchanged, and re-saving a model does not rename it."""
+    import numpy as np
+
+    from neural_codecs.codec import modelfile, pcz, split
+
+    a = {"b": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.int64(7)}
+    assert modelfile.canonical_bytes(a).startswith(b"a\0<i8\0[1]\0" + np.int64(7).tobytes() + b"b\0<f4\0[2, 3]\0")
+    assert modelfile.canonical_bytes(a, "pcz-v1").startswith(b"a|<i8|(1,)|")  # a scalar counts as shape 1
+    assert modelfile.content_hash(a) != modelfile.content_hash(a, "pcz-v1")
+    m = pcz.load_model("mnist")
+    assert m.hash == modelfile.content_hash(m._arrays(), "pcz-v1", skip=("name", "info"))
+    edge = split.load_edge()
+    assert edge.hash == modelfile.content_hash(edge.arrays())
+
+
+def test_resaving_keeps_the_hash(tmp_path):
+    from neural_codecs.codec import pcz, split
+
+    m = pcz.load_model("mnist")
+    m.save(tmp_path / "m.npz")
+    assert pcz.load_model(str(tmp_path / "m.npz")).hash == m.hash
+    edge = split.load_edge()
+    edge.save(tmp_path / "e.npz")  # saved compressed now; the shipped file is not
+    assert split.load_edge(tmp_path / "e.npz").hash == edge.hash

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-import bitstream as bs
-from codec import nerv
+from neural_codecs import bitstream as bs
+from neural_codecs.codec import nerv
 from conftest import GOLDEN
-from models.inr import (
+from neural_codecs.models.inr import (
     EMB_RUN, FitOptions, Fitted, QuantizedNet, QuantizedTensor, build_net, dequantize_embeddings, fit, hnerv_config,
 )
-from models.inr.quant import QuantizedLatents
-from models.inr.layout import crop_frames, default_strides, pad_frames
+from neural_codecs.models.inr.quant import QuantizedLatents
+from neural_codecs.models.inr.layout import crop_frames, default_strides, pad_frames
 
 
 def tiny_clip(T=6, H=20, W=28, seed=0):
@@ -82,7 +82,7 @@ def test_model_defaults_fill_only_what_the_user_left_open():
 
 
 def test_a_collapsed_epoch_is_rolled_back_at_half_the_learning_rate():
-    from models.inr.fit import _Rollback, _Schedule
+    from neural_codecs.models.inr.fit import _Rollback, _Schedule
 
     net = torch.nn.Linear(3, 2)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
@@ -357,9 +357,9 @@ def test_embedding_rate_is_scored_against_the_predecessor():
 def test_training_step_keeps_every_tensor_on_the_model_device(kind):
     """Run on the meta device: any tensor a forward pass makes on the CPU (a device mismatch that
     would break CUDA training) raises here, without a GPU."""
-    from models.inr import build_net
-    from models.inr.hnerv import HNeRVEncoder
-    from models.inr.nirvana import patch_coords
+    from neural_codecs.models.inr import build_net
+    from neural_codecs.models.inr.hnerv import HNeRVEncoder
+    from neural_codecs.models.inr.nirvana import patch_coords
 
     cfg = nerv.make_config(kind, 20, 28, 4, size=3000, group=2)
     qnet = QuantizedNet(build_net(kind, cfg), 8).to("meta")
@@ -378,8 +378,8 @@ def test_training_step_keeps_every_tensor_on_the_model_device(kind):
 def test_hnerv_training_step_keeps_its_embedding_memory_on_the_model_device():
     """HNeRV's training step remembers each frame's embedding for its successor's delta rate; on
     the meta device any memory or mask made on the CPU by mistake raises here."""
-    from models.inr.fit import _Step
-    from models.inr.hnerv import HNeRVEncoder
+    from neural_codecs.models.inr.fit import _Step
+    from neural_codecs.models.inr.hnerv import HNeRVEncoder
 
     cfg = nerv.make_config("hnerv", 20, 28, 4, size=3000)
     Hp, Wp = cfg.padded

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from codec.cli.nerv import main
-from codec.video_io import read_video, write_video
+from neural_codecs.codec.cli.nerv import main
+from neural_codecs.codec.video_io import read_video, write_video
 from conftest import ROOT
 from test_nerv import tiny_clip
 
@@ -62,6 +62,10 @@ def test_encode_decode_eval_info(clip_file, tmp_path):
     r = nervcodec("decode", out, "--frame", "3", "-o", tmp_path / "one/")
     assert r.returncode == 0, r.stderr
     assert np.array_equal(read_video(tmp_path / "one").frames[0], back.frames[3])
+    assert [f.name for f in (tmp_path / "one").iterdir()] == ["frame_000003.png"]  # named by its index
+    r = nervcodec("decode", out, "--lossless")  # default output: beside the input, never its source
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(read_video(tmp_path / "c.decoded.mkv").frames, back.frames)
     r = nervcodec("eval", clip_file, out)
     assert r.returncode == 0, r.stderr
     e = json.loads(r.stdout)
@@ -120,7 +124,22 @@ def test_corrupt_and_truncated_nerv_files(tmp_path, clip_file):
 
 
 def test_help_teaches():
-    r = subprocess.run([sys.executable, "-m", "codec.cli.nerv", "--help"], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-m", "neural_codecs.codec.cli.nerv", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and "examples:" in r.stdout and "nervcodec decode" in r.stdout
     r = nervcodec("encode", "--help")
     assert "--bpp" in r.stdout and "--lam" in r.stdout and "--device" in r.stdout
+
+
+def test_decode_from_stdin_to_stdout(tmp_path):
+    """``nervcodec decode - < clip.nerv > clip.y4m``: a pipe in, YUV4MPEG2 out, nothing on disk."""
+    from conftest import GOLDEN
+
+    data = (GOLDEN / "nerv_tiny_v2.nerv").read_bytes()
+    r = subprocess.run([sys.executable, "-m", "neural_codecs.codec.cli.nerv", "decode", "-"], input=data,
+                       capture_output=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(b"YUV4MPEG2 ") and list(tmp_path.iterdir()) == []
+    (tmp_path / "back.y4m").write_bytes(r.stdout)
+    back = read_video(tmp_path / "back.y4m")
+    expect = np.load(GOLDEN / "nerv_tiny_v2_frames.npy")
+    assert back.frames.shape == expect.shape

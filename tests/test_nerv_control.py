@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-import bitstream as bs
+from neural_codecs import bitstream as bs
 
-from codec import cpu, nerv
-from codec.cli.nerv import parse_duration
-from models.inr import FitOptions
-from models.inr.control import GAIN, LAM_MAX, LAM_MIN, Planner, RateControl
-from models.inr.hnerv import decoder_params, hnerv_config
+from neural_codecs.codec import cpu, nerv
+from neural_codecs.codec.cli.nerv import parse_duration
+from neural_codecs.models.inr import FitOptions
+from neural_codecs.models.inr.control import GAIN, LAM_MAX, LAM_MIN, Planner, RateControl
+from neural_codecs.models.inr.hnerv import decoder_params, hnerv_config
 from conftest import ROOT
 from test_nerv import tiny_clip
 
@@ -41,7 +41,7 @@ def test_rate_control_moves_lambda_towards_the_target():
 
 
 def test_empirical_bits_are_what_the_histograms_cost():
-    from models.inr.quant import empirical_bits
+    from neural_codecs.models.inr.quant import empirical_bits
 
     big = torch.tensor([0] * 300 + [1] * 100)  # p = 3/4, 1/4
     expect = -(300 * math.log2(0.75) + 100 * math.log2(0.25))
@@ -53,7 +53,7 @@ def test_empirical_bits_are_what_the_histograms_cost():
 
 
 def test_leaky_heads_keep_the_forward_and_a_gradient():
-    from models.inr.layout import leaky_sigmoid, leaky_tanh
+    from neural_codecs.models.inr.layout import leaky_sigmoid, leaky_tanh
 
     x = torch.tensor([-1e4, -3.0, 0.0, 2.0, 1e4], requires_grad=True)
     assert torch.equal(leaky_tanh(x), torch.tanh(x)) and torch.equal(leaky_sigmoid(x), torch.sigmoid(x))
@@ -161,7 +161,10 @@ def test_time_budget_ends_training_in_time():
     # stretches epochs; 2 cores shared with a fuzz campaign: 5.2 s for this 3 s budget)
     assert ends[-1] < 3.0 + longest + 0.5
     assert took < 15.0
-    assert 3 <= len(res.fitted.history) < 100_000
+    assert 1 <= len(res.fitted.history) < 100_000
+    # several epochs fit unless the machine's load made each one a large part of the budget (with
+    # the other core busy the first epoch, which also probes thread counts, took 2.1 s)
+    assert len(res.fitted.history) >= 3 or longest > 0.75
     frames, _ = nerv.decode(res.data)
     assert np.array_equal(frames, res.frames)
 
@@ -239,7 +242,7 @@ def test_bf16_training_still_decodes_to_the_encoders_evaluation():
     res = nerv.encode(clip, 25, model="hnerv", size=3000, options=FitOptions(epochs=2, batch=3, precision="bf16"))
     frames, _ = nerv.decode(res.data)
     assert np.array_equal(frames, res.frames)  # training in bf16; evaluation and decoding in float32
-    from models.inr.fit import native_bf16, resolve_precision
+    from neural_codecs.models.inr.fit import native_bf16, resolve_precision
 
     auto = resolve_precision(FitOptions())
     assert auto.precision == ("bf16" if native_bf16() else "fp32")
@@ -248,13 +251,13 @@ def test_bf16_training_still_decodes_to_the_encoders_evaluation():
 
 def _cli(*args, **kw):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "codec.cli.nerv", *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "neural_codecs.codec.cli.nerv", *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 @pytest.fixture(scope="module")
 def clip_path(tmp_path_factory):
-    from codec.video_io import write_video
+    from neural_codecs.codec.video_io import write_video
 
     path = tmp_path_factory.mktemp("ctl") / "clip.mkv"
     write_video(path, tiny_clip(T=6, H=24, W=32), 24, lossless=True)
@@ -301,7 +304,7 @@ def test_cli_ctrl_c_writes_the_network_trained_so_far(clip_path, tmp_path):
 
 
 def test_nirvana_sizing_holds_small_budgets():
-    from models.inr import nirvana_params
+    from neural_codecs.models.inr import nirvana_params
 
     small = nerv.make_config("nirvana", 72, 128, 32, bpp=0.05)
     assert small.hidden >= 16

@@ -1,6 +1,6 @@
 """nervcodec across processes: two CPU ranks with gloo on a tiny clip.
 
-NIRVANA goes through the real user path (``torchrun … -m codec.cli.nerv encode``); HNeRV's
+NIRVANA goes through the real user path (``torchrun … -m neural_codecs.codec.cli.nerv encode``); HNeRV's
 data-parallel training and a failing rank are driven with ``torch.multiprocessing.spawn``.
 """
 import json
@@ -15,11 +15,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from codec import nerv
-from codec.metrics import psnr
-from codec.video_io import write_video
-from models.inr import FitOptions
-from models.inr.distributed import Team, leave, segment, share, team
+from neural_codecs.codec import nerv
+from neural_codecs.codec.metrics import psnr
+from neural_codecs.codec.video_io import write_video
+from neural_codecs.models.inr import FitOptions
+from neural_codecs.models.inr.distributed import Team, leave, segment, share, team
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_segments_with_a_burn_in_cover_the_clip_and_balance_the_work():
 def test_a_later_rank_burns_in_and_keeps_only_its_segment(monkeypatch):
     """Rank 1 of 2, in one process: it trains the groups before its segment first (progress shows
     them), hands rank 0 only its own groups, and its first kept group has no reference."""
-    fit_mod = sys.modules["models.inr.fit"]
+    fit_mod = sys.modules["neural_codecs.models.inr.fit"]
     sent, seen, refs = {}, [], []
     real_set_reference = fit_mod.QuantizedNet.set_reference
     monkeypatch.setattr(fit_mod.QuantizedNet, "set_reference",
@@ -117,6 +117,7 @@ def _spawn(tmp_path, kind, opts, fail_rank=-1):
     return out
 
 
+@pytest.mark.slow  # torchrun with 2 ranks
 def test_hnerv_data_parallel_matches_one_process(tmp_path):
     opts = FitOptions(epochs=40, batch=4, seed=1)
     out = _spawn(tmp_path, "hnerv", opts)
@@ -129,19 +130,21 @@ def test_hnerv_data_parallel_matches_one_process(tmp_path):
     assert p1 > 12.3  # and it learned something (the first epochs sit near 11 dB; the 4k budget now holds)
 
 
+@pytest.mark.slow  # torchrun with 2 ranks
 def test_a_failing_rank_ends_the_job_and_nothing_is_written(tmp_path):
     with pytest.raises(mp.ProcessRaisedException, match="fails on purpose"):
         _spawn(tmp_path, "nirvana", FitOptions(epochs=3), fail_rank=1)
     assert not (tmp_path / "nirvana.nerv").exists()
 
 
+@pytest.mark.slow  # torchrun with 2 ranks
 def test_torchrun_nirvana_writes_one_file_like_one_process(tmp_path):
     src = tmp_path / "frames"
     write_video(src, clip(), 25)
     out = tmp_path / "two.nerv"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "codec.cli.nerv", "encode", str(src), "-o", str(out), "--model", "nirvana", "--size", "4000",
+           "-m", "neural_codecs.codec.cli.nerv", "encode", str(src), "-o", str(out), "--model", "nirvana", "--size", "4000",
            "--epochs", "15", "--group", "2", "--threads", "1", "-q"]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     # torchrun puts the failing rank's own traceback first and its summary last: show both
@@ -156,6 +159,7 @@ def test_torchrun_nirvana_writes_one_file_like_one_process(tmp_path):
     assert p2 > p1 - 1.0, (p1, p2)
 
 
+@pytest.mark.slow  # torchrun with 2 ranks
 def test_distributed_benchmark_tool_runs(tmp_path):
     """``tools/bench_distributed.py`` (1 rank vs 2 under torchrun) on a tiny clip."""
     src = tmp_path / "frames"

@@ -8,9 +8,9 @@ from fractions import Fraction
 
 import pytest
 
-import bitstream as bs
-from codec import nerv
-from models.inr import FitOptions
+from neural_codecs import bitstream as bs
+from neural_codecs.codec import nerv
+from neural_codecs.models.inr import FitOptions
 from test_nerv import tiny_clip
 
 
@@ -73,7 +73,7 @@ def test_network_size_has_a_limit(files):
 def test_the_cli_refuses_in_one_line_and_obeys_raised_limits(files, tmp_path):
     bomb = tmp_path / "bomb.nerv"
     bomb.write_bytes(forge(files["nervpp"], count=1 << 21))
-    cli = [sys.executable, "-m", "codec.cli.nerv"]
+    cli = [sys.executable, "-m", "neural_codecs.codec.cli.nerv"]
     r = subprocess.run(cli + ["decode", str(bomb), "-o", str(tmp_path / "out.mp4")], capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--max-frames" in r.stderr
     assert not (tmp_path / "out.mp4").exists()

@@ -3,9 +3,9 @@ import numba
 import numpy as np
 import pytest
 
-from models.pc import hclt as H
-from models.pc.adapt import Adapter
-from models.pc.coder import coding_tables, fast_conditionals, naive_conditionals
+from neural_codecs.models.pc import hclt as H
+from neural_codecs.models.pc.adapt import Adapter
+from neural_codecs.models.pc.coder import coding_tables, fast_conditionals, naive_conditionals
 
 
 def _fitted(D=12, K=5, n=300, seed=0):

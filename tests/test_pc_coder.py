@@ -4,8 +4,8 @@ import itertools
 import numpy as np
 import pytest
 
-from models.pc import HCLT
-from models.pc.coder import coding_tables, fast_conditionals, naive_conditionals, dfs_preorder
+from neural_codecs.models.pc import HCLT
+from neural_codecs.models.pc.coder import coding_tables, fast_conditionals, naive_conditionals, dfs_preorder
 
 D, K, V = 7, 3, 4
 PARENT = np.array([3, 3, -1, 2, 2, 4, 4])

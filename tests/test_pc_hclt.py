@@ -9,7 +9,7 @@ import numba
 import numpy as np
 import pytest
 
-from models.pc import (
+from neural_codecs.models.pc import (
     HCLT,
     em_step,
     expected_counts,

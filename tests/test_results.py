@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from codec.video_io import write_video
+from neural_codecs.codec.video_io import write_video
 from conftest import ROOT
 from test_split_tools import _fake_imagenette
-
-sys.path.insert(0, str(ROOT / "tools"))
 
 import results  # noqa: E402
 import results_page  # noqa: E402
@@ -43,6 +41,10 @@ def _fake_data(root):
     (root / "video" / "short_hamilton_clip.mkv").rename(root / "video" / "short_hamilton_clip.mp4")
     _fake_imagenette(root / "imagenette")
     return root
+
+
+#: The results suite's smoke run (every step on tiny inputs, about 40 s): the slow tier.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-import bitstream as bs
-from bitstream.safeio import _umask
+from neural_codecs import bitstream as bs
+from neural_codecs.bitstream.safeio import _umask
 
 
 def test_atomic_write_and_force(tmp_path):

@@ -17,9 +17,9 @@ import pytest
 
 pytest.importorskip("waitress", reason="the [serve] extra (waitress) is not installed")
 
-from codec import split, split_service  # noqa: E402
-from codec.cli.split import main as cli_main  # noqa: E402
-from codec.split_service import RemoteError, make_server, predict_remote  # noqa: E402
+from neural_codecs.codec import split, split_service  # noqa: E402
+from neural_codecs.codec.cli.split import main as cli_main  # noqa: E402
+from neural_codecs.codec.split_service import RemoteError, make_server, predict_remote  # noqa: E402
 
 
 @pytest.fixture(scope="module")

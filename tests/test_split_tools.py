@@ -2,17 +2,13 @@
 on a fake two-class Imagenette made here (no real data needed; about 20 s on one thread)."""
 import importlib.util
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from codec import split
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "tools"))
+from neural_codecs.codec import split
 
 import bench_split  # noqa: E402
 import split_data  # noqa: E402

@@ -1,8 +1,8 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from bitstream.errors import MalformedError, TruncatedError
-from bitstream.varint import (MAX_VARINT, decode_svarint, decode_uvarint, encode_svarint,
+from neural_codecs.bitstream.errors import MalformedError, TruncatedError
+from neural_codecs.bitstream.varint import (MAX_VARINT, decode_svarint, decode_uvarint, encode_svarint,
                               encode_uvarint)
 
 

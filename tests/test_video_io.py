@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitstream import AbsurdSizeError, BitstreamError
-from bitstream.errors import OutputExistsError
-from codec.metrics import ms_ssim, ms_ssim_levels, psnr, psnr_per_frame
-from codec.video_io import (Video, VideoFormatError, area_resize, iter_video, probe_video, read_video,
+from neural_codecs.bitstream import AbsurdSizeError, CodecError
+from neural_codecs.bitstream.errors import OutputExistsError
+from neural_codecs.codec.metrics import ms_ssim, ms_ssim_levels, psnr, psnr_per_frame
+from neural_codecs.codec.video_io import (Video, VideoFormatError, area_resize, iter_video, probe_video, read_video,
                             write_video)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def test_text_file_is_not_a_video(tmp_path):
     bad.write_text("this is not a video\n" * 20)
     with pytest.raises(VideoFormatError, match="not a video file") as err:
         read_video(bad)
-    assert str(bad) in str(err.value) and isinstance(err.value, BitstreamError)
+    assert str(bad) in str(err.value) and isinstance(err.value, CodecError)
     with pytest.raises(VideoFormatError):
         probe_video(bad)
 
@@ -267,7 +267,7 @@ def test_reduced_ms_ssim_matches_pytorch_msssim():
     import torch
     from pytorch_msssim import ms_ssim as reference
 
-    from codec.metrics import MS_SSIM_WEIGHTS, _ms_ssim_reduced
+    from neural_codecs.codec.metrics import MS_SSIM_WEIGHTS, _ms_ssim_reduced
 
     rng = np.random.default_rng(2)
     a = rng.integers(0, 256, (2, 3, 168, 176)).astype(np.float32)

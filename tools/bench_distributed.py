@@ -53,17 +53,17 @@ def main(argv=None) -> int:
     times: dict[int, list[float]] = {1: [], args.ranks: []}
     files: dict[int, set[bytes]] = {1: set(), args.ranks: set()}
     for _ in range(args.repeats):  # alternate, so slow spells of a noisy machine hit both
-        times[1].append(encode([sys.executable, "-m", "codec.cli.nerv", "encode", *flags, "-o", str(one)]))
+        times[1].append(encode([sys.executable, "-m", "neural_codecs.codec.cli.nerv", "encode", *flags, "-o", str(one)]))
         times[args.ranks].append(encode([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                         "--nproc-per-node", str(args.ranks), "-m", "codec.cli.nerv", "encode",
+                                         "--nproc-per-node", str(args.ranks), "-m", "neural_codecs.codec.cli.nerv", "encode",
                                          *flags, "-o", str(many)]))
         files[1].add(one.read_bytes())
         files[args.ranks].add(many.read_bytes())
 
-    from codec import nerv
-    from codec.metrics import ms_ssim, psnr
-    from codec.video_io import read_video
-    from models.inr import FitOptions
+    from neural_codecs.codec import nerv
+    from neural_codecs.codec.metrics import ms_ssim, psnr
+    from neural_codecs.codec.video_io import read_video
+    from neural_codecs.models.inr import FitOptions
 
     ref = read_video(args.clip).frames
     T, H, W, _ = ref.shape

@@ -18,7 +18,7 @@ import time
 import constriction
 import numpy as np
 
-import bitstream as bs
+from neural_codecs import bitstream as bs
 
 
 def _median_time(fn, repeats):

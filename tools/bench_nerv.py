@@ -28,10 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from codec.cpu import calm_spinning  # noqa: E402
+from neural_codecs.codec.cpu import calm_spinning  # noqa: E402
 
 calm_spinning()  # before torch loads (codec/cpu.py)
 
@@ -39,11 +36,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench_common import pyplot  # noqa: E402
-from codec import nerv  # noqa: E402
-from codec.cli.nerv import parse_size  # noqa: E402
-from codec.metrics import ms_ssim, psnr  # noqa: E402
-from codec.video_io import read_video  # noqa: E402
-from models.inr import FitOptions  # noqa: E402
+from neural_codecs.codec import nerv  # noqa: E402
+from neural_codecs.codec.cli.nerv import parse_size  # noqa: E402
+from neural_codecs.codec.metrics import ms_ssim, psnr  # noqa: E402
+from neural_codecs.codec.video_io import read_video  # noqa: E402
+from neural_codecs.models.inr import FitOptions  # noqa: E402
 
 DEFAULT_RUNS = ["hnerv:size=100k,epochs=60", "nervpp:size=100k,epochs=60", "nirvana:size=100k,epochs=40"]
 
@@ -164,7 +161,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     args = ap.parse_args(argv)
-    from codec.cpu import set_threads
+    from neural_codecs.codec.cpu import set_threads
 
     set_threads(args.threads)
     out = Path(args.out)

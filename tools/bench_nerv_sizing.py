@@ -15,16 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from codec.cpu import calm_spinning, set_threads  # noqa: E402
+from neural_codecs.codec.cpu import calm_spinning, set_threads  # noqa: E402
 
 calm_spinning()  # before torch loads (codec/cpu.py)
 
-from codec import nerv  # noqa: E402
-from codec.metrics import psnr  # noqa: E402
-from codec.video_io import read_video  # noqa: E402
-from models.inr import FitOptions  # noqa: E402
+from neural_codecs.codec import nerv  # noqa: E402
+from neural_codecs.codec.metrics import psnr  # noqa: E402
+from neural_codecs.codec.video_io import read_video  # noqa: E402
+from neural_codecs.models.inr import FitOptions  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -24,13 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 WORKER = r"""
 import json, os, sys, time
-sys.path.insert(0, {root!r})
-from codec.cpu import calm_spinning, set_threads
+from neural_codecs.codec.cpu import calm_spinning, set_threads
 if {calm}:
     calm_spinning()
 import numpy as np, torch
-from codec import nerv
-from models.inr import FitOptions, fit
+from neural_codecs.codec import nerv
+from neural_codecs.models.inr import FitOptions, fit
 threads = set_threads({threads} or None)
 rng = np.random.default_rng(0)
 frames = rng.integers(0, 256, ({frames}, 180, 320, 3), dtype=np.uint8)

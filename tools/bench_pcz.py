@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import pcz
-from codec.images import read_idx, read_image
-from models.pc.coder import fast_conditionals, naive_conditionals
+from neural_codecs.codec import pcz
+from neural_codecs.codec.images import read_idx, read_image
+from neural_codecs.models.pc.coder import fast_conditionals, naive_conditionals
 
 ROOT = Path(__file__).resolve().parents[1]
 

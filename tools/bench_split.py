@@ -42,10 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from bench_common import pyplot  # noqa: E402
-from codec.split import EdgeEncoder, load_edge, load_server  # noqa: E402
+from neural_codecs.codec.split import EdgeEncoder, load_edge, load_server  # noqa: E402
 from split_data import (DEFAULT_CACHE, center_crop, check_edge_consistency, default_data_dir,  # noqa: E402
                         list_split, load_split, read_rgb, require_data, resize_size_for)
 from train_split import classify, eval_codec, load_teacher, machine  # noqa: E402

@@ -34,15 +34,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 
 def child(args) -> None:
     """Serve with the shipped default model and print the port on stdout."""
     import logging
 
-    from codec import split
-    from codec.split_service import make_server
+    from neural_codecs.codec import split
+    from neural_codecs.codec.split_service import make_server
 
     logging.getLogger("waitress").setLevel(logging.ERROR)  # "task queue depth" notices under load
     server = make_server(split.ServerDecoder(), "127.0.0.1", 0, quiet=True, read_timeout=args.read_timeout,
@@ -182,7 +180,7 @@ def main() -> int:
         child(args)
         return 0
 
-    from codec import split
+    from neural_codecs.codec import split
 
     body = split.EdgeEncoder().encode(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
     cmd = [sys.executable, __file__, "--child", "--read-timeout", str(args.read_timeout),

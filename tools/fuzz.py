@@ -523,17 +523,17 @@ def make_seeds(family: str) -> dict[str, bytes]:
     """name -> bytes of the family's seed files."""
     import numpy as np
 
-    import bitstream as bs
+    from neural_codecs import bitstream as bs
 
     if family == "pcz":
-        from codec import pcz
+        from neural_codecs.codec import pcz
 
         gray = _rgb(12, 10)[..., 1]
         return {"mnist-28x28": pcz.compress(_digit(), pcz.load_model("mnist")),
                 "natural-rgb-14x17": pcz.compress(_rgb(14, 17), pcz.load_model("natural-rgb")),
                 "natural-gray-12x10": pcz.compress(gray, pcz.load_model("natural-gray"))}
     if family == "pcz-archive":
-        from codec import pcz
+        from neural_codecs.codec import pcz
 
         d = _digit()
         imgs = np.stack([d, d[::-1], d.T, np.roll(d, 3, 1), 255 - d])
@@ -541,14 +541,14 @@ def make_seeds(family: str) -> dict[str, bytes]:
         return {"mnist-5-block2": pcz.compress_archive(imgs, m, block=2).data,
                 "mnist-3-block3": pcz.compress_archive(imgs[:3], m, block=3).data}
     if family == "nerv":
-        from codec import nerv
-        from models.inr import FitOptions
+        from neural_codecs.codec import nerv
+        from neural_codecs.models.inr import FitOptions
 
         opts = FitOptions(epochs=1, seed=1, precision="fp32")
         return {kind: nerv.encode(_clip(), 24, model=kind, size=2000, options=opts, group=4).data
                 for kind in ("hnerv", "nervpp", "nirvana")}
     if family == "split":
-        from codec import split
+        from neural_codecs.codec import split
 
         enc = split.EdgeEncoder()
         return {"rgb-40x48": enc.encode(_rgb(40, 48)), "rgb-64x64": enc.encode(_rgb(64, 64)[::-1].copy())}
@@ -592,8 +592,8 @@ _CACHE: dict = {}
 
 def decode_pcz(data: bytes) -> None:
     """``pcz decompress FILE``: describe the file, pick the shipped model it names, decode."""
-    from bitstream import ModelMismatchError
-    from codec import pcz
+    from neural_codecs.bitstream import ModelMismatchError
+    from neural_codecs.codec import pcz
 
     name = "fuzz.pcz"
     info = pcz.file_info(data, name)
@@ -611,7 +611,7 @@ def decode_pcz(data: bytes) -> None:
 
 def decode_nerv(data: bytes) -> None:
     """``nervcodec info`` then ``nervcodec decode``: every frame, and the last one by random access."""
-    from codec import nerv
+    from neural_codecs.codec import nerv
 
     name = "fuzz.nerv"
     nerv.info(data, name)
@@ -622,7 +622,7 @@ def decode_nerv(data: bytes) -> None:
 
 def decode_split(data: bytes) -> None:
     """``splitcodec decode`` / the service: bytes -> prediction with the shipped server model."""
-    from codec import split
+    from neural_codecs.codec import split
 
     if "split" not in _CACHE:
         _CACHE["split"] = split.ServerDecoder()
@@ -631,7 +631,7 @@ def decode_split(data: bytes) -> None:
 
 def decode_container(data: bytes) -> None:
     """The container alone: stream and random access, texts, then the payloads as the seed coded them."""
-    import bitstream as bs
+    from neural_codecs import bitstream as bs
 
     name = "fuzz.ncf"
     header, items = bs.read_container(data, name=name)
@@ -701,7 +701,7 @@ _OOM = re.compile(r"can't allocate memory|bad_alloc|out of memory|memory allocat
 def _run_one(family: str, data: bytes, mem_limit: int) -> dict:
     import resource
 
-    from bitstream import BitstreamError
+    from neural_codecs.bitstream import BitstreamError
 
     st = _status()
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -938,8 +938,8 @@ def declared_work(family: str, data: bytes) -> float:
     if family != "nerv":
         return 0.0
     try:
-        import bitstream as bs
-        from codec import nerv
+        from neural_codecs import bitstream as bs
+        from neural_codecs.codec import nerv
 
         with bs.ContainerReader(data, extra_critical=nerv.CHUNK_TYPES) as r:
             h = r.header

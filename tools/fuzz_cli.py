@@ -18,7 +18,6 @@ import contextlib
 import io
 import json
 import multiprocessing as mp
-import os
 import random
 import signal
 import tempfile
@@ -35,7 +34,7 @@ COMMANDS = {
     "nervcodec info": (("nerv",), lambda f, out: ["info", f]),
     "splitcodec decode": (("split",), lambda f, out: ["decode", f]),
 }
-PROGS = {"pcz": "codec.cli.pcz", "nervcodec": "codec.cli.nerv", "splitcodec": "codec.cli.split"}
+PROGS = {"pcz": "neural_codecs.codec.cli.pcz", "nervcodec": "neural_codecs.codec.cli.nerv", "splitcodec": "neural_codecs.codec.cli.split"}
 
 
 class _Alarm(Exception):

@@ -25,14 +25,15 @@ import sys
 import zlib
 from pathlib import Path
 
-from codec.cpu import calm_spinning, set_threads
+from neural_codecs.codec.cpu import calm_spinning, set_threads
 
 calm_spinning()  # before torch loads (codec/cpu.py)
 
 import numpy as np  # noqa: E402
 
-import bitstream as bs  # noqa: E402
-from bitstream.__main__ import _print_text, describe  # noqa: E402
+from neural_codecs import bitstream as bs  # noqa: E402
+from neural_codecs.bitstream.__main__ import _print_text, describe  # noqa: E402
+from neural_codecs.codec.cli import exit_on_error  # noqa: E402
 
 
 def residuals(img: np.ndarray) -> np.ndarray:
@@ -76,15 +77,22 @@ def _png_size(img: np.ndarray) -> int:
     return len(png.getvalue())
 
 
-def demo_pcz(outdir: Path, force: bool) -> None:
-    import time
-
+def demo_images() -> list[tuple[str, np.ndarray]]:
+    """The pcz demo's photographs: scikit-image's bundled ``camera`` and a crop of ``astronaut``."""
     from skimage import data as skdata
 
-    from codec import pcz
+    return [("camera (512x512 gray)", skdata.camera()), ("astronaut crop (128x128 RGB)", skdata.astronaut()[:128, 192:320])]
+
+
+def demo_pcz(outdir: Path, force: bool, images: list[tuple[str, np.ndarray]] | None = None) -> None:
+    """Compress, write, read back and check ``images`` (label, array) with the shipped models;
+    :func:`demo_images` by default (the tests pass small ones)."""
+    import time
+
+    from neural_codecs.codec import pcz
 
     print("pcz: lossless compression with probabilistic circuits (shipped models)")
-    for label, img in (("camera (512x512 gray)", skdata.camera()), ("astronaut crop (128x128 RGB)", skdata.astronaut()[:128, 192:320])):
+    for label, img in images if images is not None else demo_images():
         key = pcz.default_model_for(img)
         model = pcz.load_model(key)
         t = time.perf_counter()
@@ -117,23 +125,26 @@ def demo_clip(frames: int = 48, width: int = 128, height: int = 96) -> np.ndarra
 DEMO_BPP = 0.2
 
 
-def demo_nerv(outdir: Path, force: bool) -> None:
+def demo_nerv(outdir: Path, force: bool, clip: np.ndarray | None = None, epochs: int | None = None) -> None:
+    """Encode ``clip`` (default :func:`demo_clip`) with the encoder's defaults (``epochs``: the
+    default preset's), decode it, and put x264 at the closest size beside it."""
     import time
 
-    from codec import nerv
-    from codec.metrics import psnr
+    from neural_codecs.codec import nerv
+    from neural_codecs.codec.metrics import psnr
 
     set_threads()
-    from codec.video_io import read_video, write_video
-    from models.inr import FitOptions
+    from neural_codecs.codec.video_io import read_video, write_video
+    from neural_codecs.models.inr import FitOptions
 
-    clip = demo_clip()
+    clip = demo_clip() if clip is None else clip
+    epochs = epochs or nerv.PRESETS[nerv.DEFAULT_PRESET]["hnerv"]
     T, H, W, _ = clip.shape
     print(f"nervcodec: a {T}-frame {W}x{H} pan across 'astronaut' stored as an HNeRV network "
           f"(defaults, {DEMO_BPP} bpp asked)")
     t = time.perf_counter()
     res = nerv.encode(clip, 24, model="hnerv", bpp=DEMO_BPP,
-                      options=FitOptions(epochs=nerv.PRESETS[nerv.DEFAULT_PRESET]["hnerv"]))
+                      options=FitOptions(epochs=epochs))
     te = time.perf_counter() - t
     out = outdir / "pan.nerv"
     bs.atomic_write(out, res.data, force=force)
@@ -165,7 +176,7 @@ def demo_split(outdir: Path, force: bool) -> None:
 
     from skimage import data as skdata
 
-    from codec import split
+    from neural_codecs.codec import split
 
     enc, dec = split.EdgeEncoder(), split.ServerDecoder(topk=3)
     print(f"splitcodec: shipped models (edge {enc.model_hash.hex()[:16]}); they know only these classes: "
@@ -197,7 +208,7 @@ def main(argv=None) -> int:
     img = skdata.camera()
     outdir = Path(args.output)
     out = outdir / "camera.ncf"
-    with bs.exit_on_error("quickstart"):
+    with exit_on_error("quickstart"):
         outdir.mkdir(parents=True, exist_ok=True)
         if not args.skip_pcz:
             demo_pcz(outdir, args.force)

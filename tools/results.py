@@ -42,7 +42,6 @@ FAMILIES = ("images", "video", "split")
 #: that gave 28.5 dB where start + group gave 26.7, in less time), and every later group stopping at
 #: 31 dB training PSNR or 80 epochs, so the time goes to the groups that need it.
 NIRVANA_RUN = "size=800k,epochs=80,first_epochs=160,start_epochs=0,lr=5e-3,lam=0.001,psnr=31"
-sys.path.insert(0, str(TOOLS))  # results_page beside this file
 
 
 @dataclass(frozen=True)

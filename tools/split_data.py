@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from codec.split import IMAGENET_MEAN, IMAGENET_STD
+from neural_codecs.codec.split import IMAGENET_MEAN, IMAGENET_STD
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / "bench_data" / "split_cache"
@@ -223,7 +223,7 @@ class ImagenetteDataset(Dataset):
 def check_edge_consistency(edge_model, files, res: int, count: int = 4) -> None:
     """Assert that ``normalize(center_crop(image))`` equals the edge model's own preprocessing of
     the raw image, bit for bit, on the first ``count`` files (raises RuntimeError otherwise)."""
-    from codec.split import EdgeEncoder
+    from neural_codecs.codec.split import EdgeEncoder
 
     enc = edge_model if isinstance(edge_model, EdgeEncoder) else EdgeEncoder(edge_model)
     if enc.model.config.input_size != res:

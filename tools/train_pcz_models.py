@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from codec import pcz
-from codec.images import luma, read_idx, read_image
-from codec.pcz_train import sample_patches, train
+from neural_codecs.codec import pcz
+from neural_codecs.codec.images import luma, read_idx, read_image
+from neural_codecs.codec.pcz_train import sample_patches, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -46,12 +46,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bitstream as bs  # noqa: E402
-from codec.split import EdgeEncoder, ServerDecoder, save_models  # noqa: E402
-from models.split import ARCHS, EntropicStudent, ResNet  # noqa: E402
-from models.split.student import PRIOR_LR  # noqa: E402
+from neural_codecs import bitstream as bs  # noqa: E402
+from neural_codecs.codec.split import EdgeEncoder, ServerDecoder, save_models  # noqa: E402
+from neural_codecs.models.split import ARCHS, EntropicStudent, ResNet  # noqa: E402
+from neural_codecs.models.split.student import PRIOR_LR  # noqa: E402
 from split_data import (DEFAULT_CACHE, ImagenetteDataset, class_names, default_data_dir, load_split,  # noqa: E402
                         normalize, require_data, resize_size_for)
 

@@ -20,9 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from codec import split  # noqa: E402
+from neural_codecs.codec import split  # noqa: E402
 from tools import train_split  # noqa: E402
 
 TEACHER = ["--res", "64", "--base-width", "16", "--epochs", "15", "--seed", "0"]

@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
-import bitstream as bs
-from codec import pcz
-from codec.images import luma
+from neural_codecs import bitstream as bs
+from neural_codecs.codec import pcz
+from neural_codecs.codec.images import luma
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 

@@ -2,11 +2,58 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
+import importlib.util
 import math
 import os
 import sys
 
-import bitstream as bs
+from neural_codecs import bitstream as bs
+
+DISTRIBUTION = "neural-codecs"
+
+
+@contextlib.contextmanager
+def exit_on_error(prog: str, status: int = 2):
+    """Turn the errors a user can cause into one line on stderr and exit ``status``.
+
+    Catches :class:`~neural_codecs.bitstream.CodecError` (bad files, bad arguments),
+    :class:`~neural_codecs.bitstream.OutputExistsError` and ``OSError`` (missing file, permission
+    denied, ...). Anything else is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except (bs.CodecError, bs.OutputExistsError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(status) from None
+    except OSError as err:
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        print(f"{prog}: error: {where}{err.strerror or err}", file=sys.stderr)
+        raise SystemExit(status) from None
+
+
+def require_extra(prog: str, extra: str, *modules: str) -> None:
+    """Exit with one line and status 2 when a module this CLI needs is not installed: the core
+    install carries pcz and the container only; video and split need their extras."""
+    for m in modules:
+        try:
+            found = importlib.util.find_spec(m) is not None
+        except ImportError:  # a broken install of it counts as missing
+            found = False
+        if not found:
+            print(f"{prog}: error: {m} is not installed; {prog} needs the '{extra}' extra: "
+                  f"pip install '{DISTRIBUTION}[{extra}]'", file=sys.stderr)
+            raise SystemExit(2)
+
+
+def add_version(ap: argparse.ArgumentParser) -> None:
+    """``--version``, as every codec CLI has: the installed distribution's version."""
+    try:
+        v = importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        v = "unknown"
+    ap.add_argument("--version", action="version", version=f"%(prog)s ({DISTRIBUTION}) {v}")
 
 
 def whole(least: int = 0, most: int | None = None):
@@ -50,7 +97,7 @@ def real(least: float = 0.0, *, strict: bool = False, below: float | None = None
 BROKEN_PIPE_STATUS = 141
 
 
-class UsageError(bs.BitstreamError):
+class UsageError(bs.CodecError):
     """A command line that asks for something impossible (``-o`` with several inputs, ...): one
     line on stderr and exit status 2, as for a bad file."""
 
@@ -95,7 +142,7 @@ def run(prog: str, parser: argparse.ArgumentParser, argv: list[str] | None) -> i
     user can cause print one line and exit 2; Ctrl-C says nothing was written and exits 130;
     a closed stdout (``| head``) ends quietly with status 141."""
     args = parser.parse_args(argv)
-    with bs.exit_on_error(prog):
+    with exit_on_error(prog):
         try:
             args.func(args)
             sys.stdout.flush()  # a closed pipe shows here, not at exit
@@ -107,6 +154,4 @@ def run(prog: str, parser: argparse.ArgumentParser, argv: list[str] | None) -> i
         except KeyboardInterrupt:
             print(f"{prog}: interrupted; no partial output written", file=sys.stderr)
             return 130
-        except IndexError as err:
-            raise bs.BitstreamError(str(err)) from None
     return 0

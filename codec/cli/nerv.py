@@ -14,20 +14,25 @@ from fractions import Fraction
 from pathlib import Path
 
 
-from ..cpu import calm_spinning
+from . import require_extra
+
+require_extra("nervcodec", "video", "torch", "av", "pytorch_msssim")
+
+from ..cpu import calm_spinning  # noqa: E402
 
 calm_spinning()  # before torch is first imported (by codec.nerv): see codec/cpu.py
 
-import bitstream as bs  # noqa: E402
-from bitstream import BitstreamError  # noqa: E402
+from neural_codecs import bitstream as bs  # noqa: E402
 
-from . import show_progress, real, run, whole  # noqa: E402
+from . import UsageError, add_version, show_progress, real, run, whole  # noqa: E402
 from .. import nerv  # noqa: E402
 from ..cpu import set_threads  # noqa: E402
 from ..metrics import ms_ssim, psnr  # noqa: E402
 from ..video_io import check_video_output, read_video, write_video  # noqa: E402
 
 PROG = "nervcodec"
+#: Most bytes read from stdin for ``nervcodec decode -``.
+MAX_STDIN_BYTES = 1 << 32
 
 EPILOG = """examples:
   nervcodec encode clip.mp4 -o clip.nerv                      # HNeRV at ~0.05 bpp, preset medium
@@ -43,7 +48,7 @@ EPILOG = """examples:
   nervcodec decode clip.nerv --frame 42 -o f42/               # one frame alone
   nervcodec info clip.nerv
   nervcodec eval clip.mp4 clip.nerv                           # PSNR / MS-SSIM / bpp
-  torchrun --nproc-per-node 2 -m codec.cli.nerv encode clip.mp4 --model nirvana --threads 1
+  torchrun --nproc-per-node 2 -m neural_codecs.codec.cli.nerv encode clip.mp4 --model nirvana --threads 1
                                                               # 2 processes (gloo; NCCL on GPUs)
 
 Models: hnerv (frame embeddings + conv decoder; best quality per bit here), nervpp (frame index
@@ -134,7 +139,7 @@ def _device(spec: str) -> str:
     if spec == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise BitstreamError(f"--device {spec}: CUDA is not available on this machine")
+        raise UsageError(f"--device {spec}: CUDA is not available on this machine")
     return spec
 
 
@@ -185,12 +190,12 @@ class _Bar:
 
 def cmd_encode(args) -> None:
     """Encode; under ``torchrun`` every rank runs this, trains its share, and rank 0 writes the file."""
-    from models.inr import FitOptions
-    from models.inr import distributed as dd
+    from neural_codecs.models.inr import FitOptions
+    from neural_codecs.models.inr import distributed as dd
 
     for flag in ("target_psnr", "start_epochs", "first_epochs"):
         if getattr(args, flag) is not None and args.model != "nirvana":
-            raise BitstreamError(f"--{flag.replace('_', '-')} applies to --model nirvana only, not {args.model}")
+            raise UsageError(f"--{flag.replace('_', '-')} applies to --model nirvana only, not {args.model}")
     out = Path(args.output) if args.output else Path(args.input).with_suffix(".nerv")
     bs.check_output(out, force=args.force, inputs=[args.input])
     video = read_video(args.input, start=args.start, count=args.frames, size=args.scale,
@@ -200,7 +205,7 @@ def cmd_encode(args) -> None:
     try:
         device = dd.init_from_env(_device(args.device))
     except (RuntimeError, ValueError) as err:  # torchrun's rendezvous, CUDA devices
-        raise BitstreamError(f"could not join the distributed job: {err}") from None
+        raise UsageError(f"could not join the distributed job: {err}") from None
     try:
         tm = dd.team()
         quiet = args.quiet or not tm.root
@@ -256,13 +261,21 @@ def _plan_line(args, video, cfg, opts, where: str, threads: int) -> str:
 
 def cmd_decode(args) -> None:
     out = args.output
-    if out is None:
-        raise BitstreamError("give an output with -o (OUT.mp4, OUT.mkv, OUT.y4m or a folder/)")
-    check_video_output(out, force=args.force, inputs=[args.input])
-    with nerv.NervReader(args.input, limits=_limits(args)) as r:
+    if out is None and args.input == "-":
+        out = "-"
+    elif out is None:  # as pcz's: beside the input, never the video it was made from
+        src = Path(args.input)
+        out = str(src.with_name(src.stem + (".decoded.mkv" if args.lossless else ".decoded.mp4")))
+    check_video_output(out, force=args.force, inputs=[args.input] if args.input != "-" else [])
+    source = args.input
+    if source == "-":
+        source = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+        if len(source) > MAX_STDIN_BYTES:
+            raise bs.AbsurdSizeError(f"more than {MAX_STDIN_BYTES} bytes on standard input", "stdin")
+    with nerv.NervReader(source, name="stdin" if args.input == "-" else None, limits=_limits(args)) as r:
         if args.frame is not None:
             if not 0 <= args.frame < r.count:
-                raise BitstreamError(f"--frame {args.frame} out of range (file holds {r.count} frames)", args.input)
+                raise UsageError(f"--frame {args.frame} out of range (file holds {r.count} frames)", args.input)
             frames = r.frame(args.frame, device=_device(args.device))[None]
         else:
             t0 = time.perf_counter()
@@ -270,7 +283,9 @@ def cmd_decode(args) -> None:
             dt = max(time.perf_counter() - t0, 1e-9)
             _log(args, f"{args.input}: {r.count} frames decoded in {dt:.2f} s ({r.count / dt:.1f} fps)")
         fps = r.fps
-    write_video(out, frames, fps, force=args.force, inputs=[args.input], lossless=args.lossless, crf=args.crf)
+    write_video(out, frames, fps, force=args.force, inputs=[args.input] if args.input != "-" else [],
+                lossless=args.lossless, crf=args.crf,
+                first=args.frame or 0)
     _log(args, f"{out}: {len(frames)} frames")
 
 
@@ -318,7 +333,7 @@ def cmd_eval(args) -> None:
         dist = read_video(args.test).frames
         nbytes = os.path.getsize(args.test) if os.path.isfile(args.test) else None
     if dist.shape != ref.frames.shape:
-        raise BitstreamError(f"{args.test}: {dist.shape[0]} frames of {dist.shape[2]}x{dist.shape[1]}, reference has "
+        raise UsageError(f"{args.test}: {dist.shape[0]} frames of {dist.shape[2]}x{dist.shape[1]}, reference has "
                              f"{ref.count} of {ref.width}x{ref.height}")
     res = {"frames": ref.count, "psnr-rgb": psnr(dist, ref.frames), "ms-ssim-rgb": ms_ssim(dist, ref.frames)}
     if nbytes is not None:
@@ -331,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description="Video compression with neural representations "
                                  "(HNeRV, NeRV++, NIRVANA), weights quantized during training and entropy coded.",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(ap)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p, force=True):
@@ -395,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Render the frames from the file. The output kind follows -o: .mp4/.mkv "
                        "(H.264 at --crf, or with --lossless exact ffv1 RGB in .mkv), .y4m, or a folder/ of PNGs.")
     p.add_argument("input", metavar="IN")
-    p.add_argument("-o", "--output", help="OUT.mp4, OUT.mkv, OUT.y4m or DIR/")
+    p.add_argument("-o", "--output", help="OUT.mp4, OUT.mkv, OUT.y4m, DIR/, or - for YUV4MPEG2 on stdout "
+                   "(default: IN.decoded.mp4, with --lossless IN.decoded.mkv; stdout when IN is -)")
     p.add_argument("--frame", type=whole(0), help="decode only this frame (reads only the chunks it needs)")
     p.add_argument("--lossless", action="store_true", help="store the decoded frames losslessly")
     p.add_argument("--crf", type=whole(0, 51), default=12, help="x264 quality of an mp4/mkv output (%(default)s)")

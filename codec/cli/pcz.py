@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-import bitstream as bs
-from bitstream import ModelMismatchError
-from models.pc import tree_height
-from models.pc.adapt import check_setting
+from neural_codecs import bitstream as bs
+from neural_codecs.bitstream import ModelMismatchError
+from neural_codecs.models.pc import tree_height
+from neural_codecs.models.pc.adapt import check_setting
 
-from . import UsageError, real, run, show_progress, whole
+from . import UsageError, add_version, real, run, show_progress, whole
 from .. import pcz
 from ..images import encode_png, luma, read_image
 from ..pcz_train import is_idx, list_inputs, load_same_size, sample_patches, train
@@ -31,7 +31,9 @@ PROG = "pcz"
 EPILOG = """examples:
   pcz compress photo.png                  # -> photo.pcz (shipped natural-image model)
   pcz compress digit.png -o d.pcz         # a 28x28 gray image uses the shipped MNIST model
-  pcz decompress photo.pcz -o back.png    # bit-exact
+  pcz decompress photo.pcz                # -> photo.decoded.png, bit-exact (never photo.png)
+  pcz compress *.png -o packed/           # several inputs: one .pcz each in packed/
+  cat photo.png | pcz compress - > photo.pcz && pcz decompress - < photo.pcz > back.png
   pcz compress --archive t10k-images-idx3-ubyte.gz -o mnist-test.pcz   # a data set in one file
   pcz info photo.pcz
   pcz bench --archive t10k-images-idx3-ubyte.gz
@@ -60,6 +62,14 @@ def _model(spec) -> pcz.PczModel:
     return _MODELS[key]
 
 
+def _shipped_name(model_hash: str | None) -> str | None:
+    """The shipped model with this hash (hex), if any."""
+    for key in pcz.SHIPPED:
+        if model_hash and pcz.shipped_model_path(key).exists() and _model(key).hash.hex() == model_hash:
+            return key
+    return None
+
+
 def _model_for_file(info: dict, spec, name: str) -> pcz.PczModel:
     """The model a .pcz file (described by ``info``) names: ``spec`` if given, else the shipped
     model with that hash."""
@@ -67,11 +77,11 @@ def _model_for_file(info: dict, spec, name: str) -> pcz.PczModel:
         return _model(spec)
     if info["model_hash"] is None:
         raise ModelMismatchError("file names no pcz model", name)
-    for key in pcz.SHIPPED:
-        if pcz.shipped_model_path(key).exists() and _model(key).hash.hex() == info["model_hash"]:
-            return _model(key)
-    raise ModelMismatchError(f"file needs pcz model {info['model_hash']}, which is not a shipped model; "
-                             "pass it with --model", name)
+    key = _shipped_name(info["model_hash"])
+    if key is not None:
+        return _model(key)
+    raise ModelMismatchError(f"file needs pcz model {info['model_hash']}, which is none of the shipped models "
+                             f"({', '.join(pcz.SHIPPED)}); pass its file with --model", name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,16 +111,68 @@ class _Bar:
             self.bar.close()
 
 
+#: ``-`` as an input or output: standard input or output, as cjxl and ffmpeg take it.
+STDIO = "-"
+#: Largest input read from stdin or a file (a 16-bit 2^26-pixel TIFF is far below).
+MAX_INPUT_BYTES = 1 << 34
+
+
+def _read_bytes(p) -> bytes:
+    """A file's bytes, or stdin's for ``-`` (bounded either way)."""
+    if str(p) != STDIO:
+        return bs.read_limited(p, MAX_INPUT_BYTES)
+    data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise bs.AbsurdSizeError(f"more than {MAX_INPUT_BYTES} bytes on standard input", "stdin")
+    return data
+
+
+def _write(out, data: bytes, force: bool, inputs) -> None:
+    """Write ``data`` atomically to ``out``, or to stdout for ``-``."""
+    if str(out) == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        bs.atomic_write(out, data, force=force, inputs=[i for i in inputs if str(i) != STDIO])
+
+
+def _check_suffix(out, suffix: str, what: str) -> None:
+    """An output must be named for what it holds: a container named ``.png`` fools every tool."""
+    if str(out) != STDIO and Path(out).suffix.lower() != suffix:
+        raise UsageError(f"{out}: {what} are {suffix} files; name the output *{suffix}, a folder/ or - for stdout")
+
+
+def _is_dir(out: str | None) -> bool:
+    """``-o DIR/`` (or an existing folder): one output per input inside it."""
+    return out is not None and out != STDIO and (out.endswith(("/", os.sep)) or Path(out).is_dir())
+
+
 def _compress_one(path: str, out: str, model_spec, force: bool, quiet: bool = True):
-    img = read_image(path)
+    if path == STDIO:
+        import io
+
+        img = read_image(io.BytesIO(_read_bytes(STDIO)), "stdin")
+    else:
+        img = read_image(path)
     model = _model(model_spec or pcz.default_model_for(img))
     bar = _Bar(path, img.shape[0] * img.shape[1], quiet)
     t = time.perf_counter()
     data = pcz.compress_ex(img, model, progress=bar).data
     bar.close()
     dt = time.perf_counter() - t
-    bs.atomic_write(out, data, force=force, inputs=[path])
-    return out, len(data), img.size, dt, _limit_note(data, model, out)
+    _write(out, data, force, [path])
+    return out, len(data), img.size, dt, _limit_note(data, model, out) or _fit_note(data, img, model, model_spec, out)
+
+
+def _fit_note(data: bytes, img: np.ndarray, model: pcz.PczModel, spec, out) -> str | None:
+    """A warning when the model fits the image badly: more bits a subpixel than the raw 8 (the
+    MNIST model on a photograph), with the model to use instead."""
+    bpsp = 8 * len(data) / img.size
+    if bpsp <= 8:
+        return None
+    better = pcz.default_model_for(img)
+    hint = f"; the shipped {better!r} model is made for images like this one" if better != spec else ""
+    return f"{out}: warning: model {spec or better!r} codes this image at {bpsp:.2f} bits/subpixel, more than raw 8{hint}"
 
 
 def _worker_init() -> None:
@@ -136,11 +198,24 @@ def cmd_compress(args) -> None:
         if note:
             _log(args, note)
         return
-    if args.output and len(inputs) > 1:
-        raise UsageError("-o needs a single input (or --archive)")
-    outs = [args.output or str(p.with_suffix(".pcz")) for p in inputs]
+    if STDIO in args.inputs and len(inputs) > 1:
+        raise UsageError("- (stdin) must be the only input")
+    if _is_dir(args.output):
+        outs = [str(Path(args.output) / ((p.stem if str(p) != STDIO else "stdin") + ".pcz")) for p in inputs]
+    elif args.output and len(inputs) > 1:
+        raise UsageError("several inputs need -o FOLDER/ (or --archive)")
+    elif args.output:
+        outs = [args.output]
+    elif args.inputs == [STDIO]:
+        outs = [STDIO]
+    else:
+        outs = [str(p.with_suffix(".pcz")) for p in inputs]
     for p, o in zip(inputs, outs):
-        bs.check_output(o, force=args.force, inputs=[p])
+        if o != STDIO:
+            bs.check_output(o, force=args.force, inputs=[p] if str(p) != STDIO else [])
+        _check_suffix(o, ".pcz", "pcz files")
+    if _is_dir(args.output):  # after every check: a refused command leaves nothing behind
+        Path(args.output).mkdir(parents=True, exist_ok=True)
     jobs = [(str(p), o, args.model, args.force, args.quiet or len(inputs) > 1) for p, o in zip(inputs, outs)]
     if len(jobs) > 1 and args.jobs > 1:
         with ProcessPoolExecutor(min(args.jobs, len(jobs)), initializer=_worker_init) as pool:
@@ -148,7 +223,7 @@ def cmd_compress(args) -> None:
     else:
         results = [_compress_one(*j) for j in jobs]
     for out, nbytes, sub, dt, note in results:
-        _log(args, f"{out}: {nbytes} bytes, {8 * nbytes / sub:.4f} bits/subpixel, {dt * 1000:.1f} ms")
+        _log(args, f"{'stdout' if out == STDIO else out}: {nbytes} bytes, {8 * nbytes / sub:.4f} bits/subpixel, {dt * 1000:.1f} ms")
         if note:
             _log(args, note)
 
@@ -172,24 +247,43 @@ def _limit_note(data: bytes, model: pcz.PczModel, out) -> str | None:
     return None
 
 
+def _decoded_name(p: Path, folder: str | None) -> str:
+    """The default output of decoding ``p``: ``a.pcz`` -> ``a.decoded.png``, which never collides
+    with the ``a.png`` it was made from (in ``folder`` when given: ``-o DIR/``)."""
+    name = (p.stem if str(p) != STDIO else "stdin") + ".decoded.png"
+    return str(Path(folder) / name) if folder else str(p.with_name(name))
+
+
 def cmd_decompress(args) -> None:
     inputs = [Path(p) for p in args.inputs]
-    if args.output and len(inputs) > 1:
-        raise UsageError("-o needs a single input")
+    if STDIO in args.inputs and len(inputs) > 1:
+        raise UsageError("- (stdin) must be the only input")
+    folder = args.output if _is_dir(args.output) else None
+    if args.output and not folder and len(inputs) > 1:
+        raise UsageError("several inputs need -o FOLDER/")
     for p in inputs:
-        name = str(p)
-        data = bs.read_limited(p, 1 << 34)
+        name = "stdin" if str(p) == STDIO else str(p)
+        data = _read_bytes(p)
         info = pcz.file_info(data, name)
         model = _model_for_file(info, args.model, name)
         limits = _limits(args)
         if info["images"] > 1 or args.index is not None:
             if args.index is not None:
+                if args.index >= info["images"]:
+                    raise UsageError(f"--index {args.index} out of range (the file holds {info['images']} "
+                                     f"image{'s' if info['images'] != 1 else ''})", name)
+                out = (args.output if args.output and not folder else
+                       _decoded_name(p, folder).replace(".decoded.png", f"-{args.index}.png"))
+                _check_suffix(out, ".png", "decoded images")
                 img = pcz.decompress_archive(data, model, name, index=args.index, limits=limits)
-                out = args.output or str(p.with_suffix("")) + f"-{args.index}.png"
-                bs.atomic_write(out, encode_png(img), force=args.force, inputs=[p])
+                if folder:  # made only once there is something to put in it
+                    Path(folder).mkdir(parents=True, exist_ok=True)
+                _write(out, encode_png(img), args.force, [p])
                 _log(args, f"{out}: image {args.index} of {info['images']}")
                 continue
-            outdir = Path(args.output or p.with_suffix(""))
+            if str(p) == STDIO or args.output == STDIO:
+                raise UsageError("an archive decodes to a folder of images: give it as a file and -o FOLDER/", name)
+            outdir = Path(folder) / p.stem if folder else Path(args.output or p.with_suffix(""))
             imgs = pcz.decompress_archive(data, model, name, limits=limits)
             outdir.mkdir(parents=True, exist_ok=True)
             width = len(str(len(imgs) - 1))
@@ -197,13 +291,23 @@ def cmd_decompress(args) -> None:
                 bs.atomic_write(outdir / f"{i:0{width}d}.png", encode_png(img), force=args.force, inputs=[p])
             _log(args, f"{outdir}/: {len(imgs)} images")
         else:
-            out = args.output or str(p.with_suffix(".png"))
-            bs.check_output(out, force=args.force, inputs=[p])
+            if args.output and not folder:
+                out = args.output
+            elif str(p) == STDIO:
+                out = STDIO
+            else:
+                out = _decoded_name(p, folder)
+            if out != STDIO:
+                bs.check_output(out, force=args.force, inputs=[p] if str(p) != STDIO else [])
+            _check_suffix(out, ".png", "decoded images")
             bar = _Bar(name, info["width"] * info["height"], args.quiet)
             img = pcz.decompress(data, model, name, progress=bar, limits=limits)
             bar.close()
-            bs.atomic_write(out, encode_png(img), force=args.force, inputs=[p])
-            _log(args, f"{out}: {img.shape[1]}x{img.shape[0]} {'RGB' if img.ndim == 3 else 'gray'}")
+            if folder:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            _write(out, encode_png(img), args.force, [p])
+            _log(args, f"{'stdout' if out == STDIO else out}: {img.shape[1]}x{img.shape[0]} "
+                       f"{'RGB' if img.ndim == 3 else 'gray'}")
 
 
 def cmd_info(args) -> None:
@@ -217,8 +321,8 @@ def cmd_info(args) -> None:
                               "adapt": None if m.adapt is None else dict(zip(("strength", "every", "decay"), m.adapt)),
                               "tree_height": int(tree_height(m.parent)), "info": m.info}, indent=1))
             continue
-        data = bs.read_limited(p, 1 << 34)
-        print(json.dumps({"file": name, **pcz.file_info(data, name)}, indent=1))
+        info = pcz.file_info(_read_bytes(p), name)
+        print(json.dumps({"file": name, **info, "model": _shipped_name(info["model_hash"])}, indent=1))
 
 
 def cmd_train(args) -> None:
@@ -325,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description="Lossless image compression with probabilistic circuits "
                                  "(Hidden Chow-Liu Trees; Liu, Mandt & Van den Broeck, ICLR 2022).",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(ap)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p, force=True):
@@ -334,8 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compress", help="image(s) -> .pcz", description="Compress PNG images (8-bit gray or RGB) "
                        "losslessly. One output per input, or one archive for a whole data set.")
-    p.add_argument("inputs", nargs="+", metavar="IN", help="PNG files, or an MNIST idx file (makes an archive)")
-    p.add_argument("-o", "--output", help="output file (default: IN with .pcz)")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="images (PNG, JPEG, WebP, TIFF: anything Pillow reads), or an MNIST idx file (makes an archive)")
+    p.add_argument("-o", "--output", help="output .pcz file, FOLDER/ for several inputs, or - for stdout "
+                   "(default: IN with .pcz; stdout when IN is -)")
     p.add_argument("-m", "--model", help="shipped model name or model file (default: chosen by image size/type)")
     p.add_argument("--archive", action="store_true", help="all inputs (same size) into one archive file")
     p.add_argument("--block", type=whole(1), default=pcz.ARCHIVE_BLOCK, help="images per stream in an archive (%(default)s)")
@@ -346,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decompress", help=".pcz -> PNG", description="Decompress .pcz files bit-exactly. "
                        "The model is found from the hash the file names (shipped models), or given with --model.")
     p.add_argument("inputs", nargs="+", metavar="IN")
-    p.add_argument("-o", "--output", help="output PNG (an archive: output folder)")
+    p.add_argument("-o", "--output", help="output .png, FOLDER/, or - for stdout (default: IN.decoded.png, "
+                   "never the image it was made from; an archive: a folder named after IN)")
     p.add_argument("-m", "--model", help="model file, if the file was made with a model that is not shipped")
     p.add_argument("--index", type=whole(0), help="decode only image INDEX of an archive")
     d = pcz.DEFAULT_LIMITS

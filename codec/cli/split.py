@@ -9,10 +9,11 @@ import json
 import sys
 from pathlib import Path
 
-import bitstream as bs
-from bitstream import BitstreamError
+from neural_codecs import bitstream as bs
 
-from . import real, run, whole
+from . import UsageError, add_version, real, require_extra, run, whole
+
+require_extra("splitcodec", "split", "torch")
 
 PROG = "splitcodec"
 
@@ -43,25 +44,46 @@ def _log(args, msg: str) -> None:
         print(msg, file=sys.stderr)
 
 
+def _stdin_bytes() -> bytes:
+    data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise bs.AbsurdSizeError(f"more than {MAX_INPUT_BYTES} bytes on standard input", "stdin")
+    return data
+
+
 def cmd_encode(args) -> None:
+    import io
+
     from .. import split
     from ..images import read_image
 
-    out = Path(args.output) if args.output else Path(args.input).with_suffix(".split")
+    piped = args.input == "-"
+    if args.output:
+        out = args.output
+    else:
+        out = "-" if piped else str(Path(args.input).with_suffix(".split"))
     model = split.model_path(args.model, "edge.npz")
-    bs.check_output(out, force=args.force, inputs=[args.input, model])
+    inputs = [model] + ([] if piped else [args.input])
+    if out != "-":
+        bs.check_output(out, force=args.force, inputs=inputs)
+        if Path(out).suffix.lower() != ".split":
+            raise UsageError(f"{out}: splitcodec files are .split files; name the output *.split or - for stdout")
     encoder = split.EdgeEncoder(split.load_edge(model))
-    img = read_image(args.input)
+    img = read_image(io.BytesIO(_stdin_bytes()), "stdin") if piped else read_image(args.input)
     try:
         q = encoder.latent(img, name=args.input)
     except ValueError as err:
-        if isinstance(err, BitstreamError):
+        if isinstance(err, bs.CodecError):
             raise
-        raise BitstreamError(str(err), args.input) from None
+        raise UsageError(str(err), args.input) from None
     data = split.encode_latent(q, encoder.model)
-    bs.atomic_write(out, data, force=args.force, inputs=[args.input, model])
+    if out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        bs.atomic_write(out, data, force=args.force, inputs=inputs)
     C, h, w = q.shape
-    _log(args, f"{out}: {len(data)} bytes (latent {C}x{h}x{w}, edge model {encoder.model_hash.hex()})")
+    _log(args, f"{'stdout' if out == '-' else out}: {len(data)} bytes (latent {C}x{h}x{w}, edge model {encoder.model_hash.hex()})")
 
 
 def _server_decoder(args):
@@ -73,8 +95,8 @@ def _server_decoder(args):
 
 def cmd_decode(args) -> None:
     dec = _server_decoder(args)
-    data = bs.read_limited(args.input, MAX_INPUT_BYTES)
-    res = dec.decode(data, name=args.input)
+    data = _stdin_bytes() if args.input == "-" else bs.read_limited(args.input, MAX_INPUT_BYTES)
+    res = dec.decode(data, name="stdin" if args.input == "-" else args.input)
     if args.json:
         print(json.dumps({"file": args.input, "top1": res["top1"], "index": res["index"],
                           "topk": [[label, p] for label, p in res["topk"]], "model": res["model"],
@@ -121,17 +143,17 @@ def cmd_eval(args) -> None:
 
     root = Path(args.folder)
     if not root.is_dir():
-        raise BitstreamError("not a folder of class subfolders", str(root))
+        raise UsageError("not a folder of class subfolders", str(root))
     edge = split.load_edge(args.edge)
     enc = split.EdgeEncoder(edge)
     dec = split.ServerDecoder(split.load_server(args.server), edge, topk=1)
     index = {name: i for i, name in enumerate(dec.model.class_names)}
     classes = sorted(p for p in root.iterdir() if p.is_dir())
     if not classes:
-        raise BitstreamError("no class subfolders", str(root))
+        raise UsageError("no class subfolders", str(root))
     unknown = [c.name for c in classes if c.name not in index]
     if unknown:
-        raise BitstreamError(f"class folder(s) {', '.join(unknown[:3])} not among the model's class names", str(root))
+        raise UsageError(f"class folder(s) {', '.join(unknown[:3])} not among the model's class names", str(root))
     n = correct = nbytes = 0
     t0 = time.perf_counter()
     for c in classes:
@@ -145,7 +167,7 @@ def cmd_eval(args) -> None:
             correct += res["index"] == index[c.name]
             nbytes += len(data)
     if n == 0:
-        raise BitstreamError("no images found", str(root))
+        raise UsageError("no images found", str(root))
     dt = time.perf_counter() - t0
     print(json.dumps({"images": n, "top1": correct / n, "bytes_per_image": nbytes / n,
                       "bits_per_image": 8 * nbytes / n, "seconds": round(dt, 3), "edge_model": edge.hash.hex()}))
@@ -156,15 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
                                  "Matsubara et al., WACV 2022): the edge encodes an image to a compact "
                                  "entropy-coded latent; the server classifies from it.",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(ap)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("encode", help="image -> .split (edge side)",
                        description="Encode an image (PNG, JPEG, anything Pillow reads; resized and centre-"
                        "cropped to the model's input size) with the edge model.")
-    p.add_argument("input", metavar="IMG")
+    p.add_argument("input", metavar="IMG", help="image file, or - for stdin")
     p.add_argument("-m", "--model", default="default", metavar="EDGE.npz",
                    help="edge model file (default: the shipped one)")
-    p.add_argument("-o", "--output", metavar="OUT.split", help="output (default: IMG with .split)")
+    p.add_argument("-o", "--output", metavar="OUT.split", help="output .split file or - for stdout (default: IMG with .split; stdout when IMG is -)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output (never an input)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_encode)
@@ -177,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decode", help=".split -> class prediction (server side)",
                        description="Decode a .split file and print the top classes (or JSON with --json).")
-    p.add_argument("input", metavar="IN.split")
+    p.add_argument("input", metavar="IN.split", help="a .split file, or - for stdin")
     server_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_decode)

@@ -1,4 +1,4 @@
-"""models.inr: video as a neural network — HNeRV, NeRV++ and NIRVANA, quantized during training.
+"""neural_codecs.models.inr: video as a neural network — HNeRV, NeRV++ and NIRVANA, quantized during training.
 
 The model half of nervcodec: architectures sized from a parameter budget, quantization in the
 training loop with a differentiable rate estimate, and rendering frames from stored integers. File

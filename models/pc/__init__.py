@@ -1,4 +1,4 @@
-"""models.pc: probabilistic circuits for pcz -- Hidden Chow-Liu Trees learned by EM.
+"""neural_codecs.models.pc: probabilistic circuits for pcz -- Hidden Chow-Liu Trees learned by EM.
 
 The model half of pcz: structure learning, exact (marginal) likelihoods, naive conditionals as
 a reference oracle, and EM training. No file formats beyond the model's own ``.npz``.

@@ -1,4 +1,4 @@
-"""models.split: the Entropic Student split-computing model (Matsubara et al., WACV 2022).
+"""neural_codecs.models.split: the Entropic Student split-computing model (Matsubara et al., WACV 2022).
 
 A torchvision-compatible ResNet teacher, GDN/IGDN, a learned factorized prior with CDF-table export,
 and the student (encoder, bottleneck, decoder, teacher tail) with its two training stages. File

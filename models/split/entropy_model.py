@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitstream import CdfTable
+from neural_codecs.bitstream import CdfTable
 
 from .gdn import lower_bound
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import nerv
-from models.inr import FitOptions
+from neural_codecs.codec import nerv
+from neural_codecs.models.inr import FitOptions
 
 HERE = Path(__file__).parent
 

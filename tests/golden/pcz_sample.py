@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.pcz import PatchLayout, PczModel, compress, compress_archive
-from models.pc import HCLT
+from neural_codecs.codec.pcz import PatchLayout, PczModel, compress, compress_archive
+from neural_codecs.models.pc import HCLT
 
 HERE = Path(__file__).parent
 WHOLE_MODEL = HERE / "pcz_tiny_whole.npz"  # 6x5 gray images, no context

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-import bitstream as bs
+from neural_codecs import bitstream as bs
 
 PATH = Path(__file__).with_name("sample.ncf")
 HEADER = bs.Header(kind=bs.CodecKind.GENERIC, model_hash=bs.model_hash(b"golden model v1"),

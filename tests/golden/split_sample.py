@@ -10,17 +10,14 @@ convolution is scaled up, so the latent has values beyond the table and the esca
 """
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parents[1]))
-
-from codec import split  # noqa: E402
-from models.split import EntropicStudent, StudentConfig  # noqa: E402
+from neural_codecs.codec import split  # noqa: E402
+from neural_codecs.models.split import EntropicStudent, StudentConfig  # noqa: E402
 
 CONFIG = dict(arch="resnet18", num_classes=4, base_width=8, enc_channels=(8, 8), bottleneck=4,
               dec_channels=(8, 8), input_size=32)
