@@ -17,6 +17,9 @@ A stream is the range coder's 32-bit words, little-endian, with trailing zero by
 decoder reads missing bytes as zeros), so a codec pays for no padding.
 
 Codecs call :class:`Encoder` / :class:`Decoder` and never carry a coder of their own.
+
+Its kernels use numba's on-disk cache, which records this module's import name
+(``neural_codecs.bitstream.entropy``); a cache written under another name is stale.
 """
 from __future__ import annotations
 

@@ -24,6 +24,9 @@ seed gives bit-identical parameters whatever the thread count. The E-step's sums
 states are BLAS matrix products (3x faster than per-sample loops), so a model retrained on
 another CPU type or BLAS build may differ in the last bits -- which no file depends on: a coded
 file names the stored model by hash, and the coder has its own loops.
+
+Its kernels use numba's on-disk cache, which records this module's import name
+(``neural_codecs.models.pc.hclt``); a cache written under another name is stale.
 """
 from __future__ import annotations
 
