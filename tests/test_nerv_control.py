@@ -278,6 +278,23 @@ def test_cli_says_what_it_will_do_and_keeps_the_time_budget(clip_path, tmp_path)
     assert f"{nerv.PRESETS['fast']['hnerv']} epochs (preset fast)" in err and ": about " in err
 
 
+def test_preset_time_cap_changes_nothing_where_the_epochs_fit(clip_path, tmp_path):
+    """``--preset medium`` trains its epochs under a wall-clock cap (a slower CPU trains fewer
+    instead of running past 10 minutes); where they fit, the file is the one ``--epochs`` writes."""
+    assert nerv.PRESET_SECONDS["medium"] and nerv.PRESET_SECONDS["medium"] < 600
+    outs = []
+    for flags in (("--preset", "medium"), ("--epochs", str(nerv.PRESETS["medium"]["hnerv"]))):
+        out = tmp_path / f"{flags[0][2:]}.nerv"
+        p = _cli("encode", clip_path, "-o", out, "--threads", "1", "--device", "cpu", *flags)
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        outs.append(out.read_bytes())
+        if flags[0] == "--preset":
+            assert "(preset medium, at most 9" in err and "min of training)" in err, err
+            assert "about 9.0 min" not in err  # the estimate is the epochs' time, not the cap
+    assert outs[0] == outs[1]
+
+
 def test_cli_ctrl_c_writes_the_network_trained_so_far(clip_path, tmp_path):
     out = tmp_path / "c.nerv"
     p = _cli("encode", clip_path, "-o", out, "--epochs", "100000", "--size", "4k", "--device", "cpu")

@@ -72,7 +72,9 @@ def machine() -> str:
 def run_nerv(frames: np.ndarray, fps, model: str, kw: dict, out: Path, repeats: int, device: str,
              log=print) -> dict:
     epochs = kw.get("epochs", 1000 if "time" in kw else nerv.PRESETS[kw.get("preset", nerv.DEFAULT_PRESET)][model])
-    opts = FitOptions(device=device, target_psnr=kw.get("psnr"), epochs=epochs, time_budget=kw.get("time"),
+    preset = kw.get("preset", nerv.DEFAULT_PRESET)
+    budget = kw["time"] if "time" in kw else (None if "epochs" in kw else nerv.PRESET_SECONDS[preset])  # as the CLI
+    opts = FitOptions(device=device, target_psnr=kw.get("psnr"), epochs=epochs, time_budget=budget,
                       **{k: kw[k] for k in ("lam", "lr", "batch", "start_epochs", "first_epochs") if k in kw})
     last = [0.0]
 

@@ -58,7 +58,8 @@ fastest to encode). Weights are quantized while training and entropy coded.
 Rate: --bpp (default 0.05) sizes the network and steers the rate weight λ during training so the
 file lands near it; --lam fixes λ instead, --size fixes the network's parameter count.
 Time: --preset fast|medium|slow sets the epochs like x264's presets (medium: 240 frames at 320x180
-in under 10 minutes on 2 cores); --time 5m plans the epochs to end within a wall-clock budget.
+in about 7 minutes on 2 cores, its training capped at 9 minutes on slower machines); --time 5m plans
+the epochs to end within a wall-clock budget.
 Before training the encoder says what it will train and about how long it will take. Ctrl-C while
 training stops it and writes the file with the network trained so far; a second Ctrl-C abandons.
 CUDA is used when present (--device). Errors print one line and exit with status 2; an error
@@ -210,10 +211,11 @@ def cmd_encode(args) -> None:
         tm = dd.team()
         quiet = args.quiet or not tm.root
         epochs = args.epochs or (1000 if args.time else nerv.PRESETS[args.preset][args.model])
+        budget = args.time if args.time or args.epochs else nerv.PRESET_SECONDS[args.preset]
         opts = FitOptions(epochs=epochs, lr=args.lr, lam=args.lam if args.lam is not None else FitOptions.lam,
                           batch=args.batch, seed=args.seed, device=device, burn_in=args.burn_in,
                           burn_epochs=args.burn_epochs, target_psnr=args.target_psnr,
-                          start_epochs=args.start_epochs, first_epochs=args.first_epochs, time_budget=args.time,
+                          start_epochs=args.start_epochs, first_epochs=args.first_epochs, time_budget=budget,
                           adapt_threads=args.threads is None)
         rate_control = args.lam is None and args.size is None
         cfg, opts = nerv.prepare(video.frames, video.fps, model=args.model, size=args.size, bpp=args.bpp,
@@ -246,12 +248,14 @@ def _plan_line(args, video, cfg, opts, where: str, threads: int) -> str:
         rate = f"target {opts.target_bpp:g} bpp (λ steered from {opts.lam:g})"
     else:
         rate = f"λ {opts.lam:g}"
-    if opts.time_budget is not None:
+    unit = " per group" if args.model == "nirvana" else ""
+    if args.time:
         plan = f"epochs planned to fit {_fmt_seconds(opts.time_budget)}"
+    elif args.epochs:
+        plan = f"{opts.epochs} epochs{unit}"
     else:
-        unit = " per group" if args.model == "nirvana" else ""
-        preset = "" if args.epochs else f" (preset {args.preset})"
-        plan = f"{opts.epochs} epochs{unit}{preset}"
+        cap = f", at most {_fmt_seconds(opts.time_budget)} of training" if opts.time_budget else ""
+        plan = f"{opts.epochs} epochs{unit} (preset {args.preset}{cap})"
     secs = nerv.estimate_seconds(video.frames, args.model, cfg, opts)
     bound = "at most " if args.model == "nirvana" and opts.target_psnr is not None else "about "
     busy = ", one while the machine is busy" if threads > 1 and opts.adapt_threads else ""
@@ -371,9 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bpp", type=real(0, strict=True),
                    help=f"target bits per pixel: sizes the network and steers λ towards it (default {nerv.DEFAULT_BPP})")
     p.add_argument("--preset", choices=tuple(nerv.PRESETS), default=nerv.DEFAULT_PRESET,
-                   help="training effort, as x264's presets: epochs per model (%(default)s; "
-                        + "; ".join(f"{k}: " + ", ".join(f"{m} {e}" for m, e in v.items())
-                                    for k, v in nerv.PRESETS.items()) + ")")
+                   help="training effort, as x264's presets: epochs per model, training capped in time "
+                        "(%(default)s; " + "; ".join(
+                            f"{k}: " + ", ".join(f"{m} {e}" for m, e in v.items())
+                            + (f", at most {nerv.PRESET_SECONDS[k] / 60:g} min" if nerv.PRESET_SECONDS[k] else "")
+                            for k, v in nerv.PRESETS.items()) + ")")
     p.add_argument("--time", type=parse_duration, metavar="DURATION",
                    help="wall-clock budget for the training, e.g. 90s, 5m, 1h: the epochs are planned from "
                         "timed steps to end within it (at most --epochs when given)")
