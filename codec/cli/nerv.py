@@ -58,7 +58,7 @@ fastest to encode). Weights are quantized while training and entropy coded.
 Rate: --bpp (default 0.05) sizes the network and steers the rate weight λ during training so the
 file lands near it; --lam fixes λ instead, --size fixes the network's parameter count.
 Time: --preset fast|medium|slow sets the epochs like x264's presets (medium: 240 frames at 320x180
-in about 7 minutes on 2 cores, its training capped at 9 minutes on slower machines); --time 5m plans
+in about 8 minutes on 2 cores, its training capped at 9 minutes on slower machines); --time 5m plans
 the epochs to end within a wall-clock budget.
 Before training the encoder says what it will train and about how long it will take. Ctrl-C while
 training stops it and writes the file with the network trained so far; a second Ctrl-C abandons.
