@@ -138,6 +138,17 @@ DEFAULT_PRESET = "medium"
 PRESET_SECONDS = {"fast": None, "medium": 540.0, "slow": 3300.0}
 
 
+def training_plan(model: str, preset: str = DEFAULT_PRESET, epochs: int | None = None,
+                  time: float | None = None) -> tuple[int, float | None]:
+    """(epochs, time budget in seconds) for a fit: ``epochs`` as given; with only ``time``, as
+    many epochs as fit it; else the preset's epochs under the preset's cap."""
+    if epochs:
+        return epochs, time
+    if time:
+        return 1000, time
+    return PRESETS[preset][model], PRESET_SECONDS[preset]
+
+
 def _zero_fitted(kind: str, cfg, frames: int) -> Fitted:
     """A fitted network of ``cfg``'s shapes holding only zeros (for measuring fixed costs)."""
     tensors = [QuantizedTensor(torch.zeros(s, dtype=torch.int64), 1.0) for s in _shapes(kind, cfg)]

@@ -71,9 +71,7 @@ def machine() -> str:
 
 def run_nerv(frames: np.ndarray, fps, model: str, kw: dict, out: Path, repeats: int, device: str,
              log=print) -> dict:
-    epochs = kw.get("epochs", 1000 if "time" in kw else nerv.PRESETS[kw.get("preset", nerv.DEFAULT_PRESET)][model])
-    preset = kw.get("preset", nerv.DEFAULT_PRESET)
-    budget = kw["time"] if "time" in kw else (None if "epochs" in kw else nerv.PRESET_SECONDS[preset])  # as the CLI
+    epochs, budget = nerv.training_plan(model, kw.get("preset", nerv.DEFAULT_PRESET), kw.get("epochs"), kw.get("time"))
     opts = FitOptions(device=device, target_psnr=kw.get("psnr"), epochs=epochs, time_budget=budget,
                       **{k: kw[k] for k in ("lam", "lr", "batch", "start_epochs", "first_epochs") if k in kw})
     last = [0.0]

@@ -47,6 +47,21 @@ def require_extra(prog: str, extra: str, *modules: str) -> None:
             raise SystemExit(2)
 
 
+#: ``-`` as an input or output: standard input or output, as cjxl and ffmpeg take it.
+STDIO = "-"
+
+
+def read_input(path, limit: int) -> bytes:
+    """The bytes of the file ``path``, or of stdin for ``-``; more than ``limit`` bytes is an
+    :class:`~neural_codecs.bitstream.AbsurdSizeError` either way."""
+    if str(path) != STDIO:
+        return bs.read_limited(path, limit)
+    data = sys.stdin.buffer.read(limit + 1)
+    if len(data) > limit:
+        raise bs.AbsurdSizeError(f"more than {limit} bytes on standard input", "stdin")
+    return data
+
+
 def add_version(ap: argparse.ArgumentParser) -> None:
     """``--version``, as every codec CLI has: the installed distribution's version."""
     try:

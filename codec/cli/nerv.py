@@ -24,7 +24,7 @@ calm_spinning()  # before torch is first imported (by codec.nerv): see codec/cpu
 
 from neural_codecs import bitstream as bs  # noqa: E402
 
-from . import UsageError, add_version, show_progress, real, run, whole  # noqa: E402
+from . import UsageError, add_version, read_input, show_progress, real, run, whole  # noqa: E402
 from .. import nerv  # noqa: E402
 from ..cpu import set_threads  # noqa: E402
 from ..metrics import ms_ssim, psnr  # noqa: E402
@@ -210,8 +210,7 @@ def cmd_encode(args) -> None:
     try:
         tm = dd.team()
         quiet = args.quiet or not tm.root
-        epochs = args.epochs or (1000 if args.time else nerv.PRESETS[args.preset][args.model])
-        budget = args.time if args.time or args.epochs else nerv.PRESET_SECONDS[args.preset]
+        epochs, budget = nerv.training_plan(args.model, args.preset, args.epochs, args.time)
         opts = FitOptions(epochs=epochs, lr=args.lr, lam=args.lam if args.lam is not None else FitOptions.lam,
                           batch=args.batch, seed=args.seed, device=device, burn_in=args.burn_in,
                           burn_epochs=args.burn_epochs, target_psnr=args.target_psnr,
@@ -271,11 +270,7 @@ def cmd_decode(args) -> None:
         src = Path(args.input)
         out = str(src.with_name(src.stem + (".decoded.mkv" if args.lossless else ".decoded.mp4")))
     check_video_output(out, force=args.force, inputs=[args.input] if args.input != "-" else [])
-    source = args.input
-    if source == "-":
-        source = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
-        if len(source) > MAX_STDIN_BYTES:
-            raise bs.AbsurdSizeError(f"more than {MAX_STDIN_BYTES} bytes on standard input", "stdin")
+    source = read_input("-", MAX_STDIN_BYTES) if args.input == "-" else args.input
     with nerv.NervReader(source, name="stdin" if args.input == "-" else None, limits=_limits(args)) as r:
         if args.frame is not None:
             if not 0 <= args.frame < r.count:

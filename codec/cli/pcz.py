@@ -21,7 +21,7 @@ from neural_codecs.bitstream import ModelMismatchError
 from neural_codecs.models.pc import tree_height
 from neural_codecs.models.pc.adapt import check_setting
 
-from . import UsageError, add_version, real, run, show_progress, whole
+from . import STDIO, UsageError, add_version, read_input, real, run, show_progress, whole
 from .. import pcz
 from ..images import encode_png, luma, read_image
 from ..pcz_train import is_idx, list_inputs, load_same_size, sample_patches, train
@@ -111,20 +111,12 @@ class _Bar:
             self.bar.close()
 
 
-#: ``-`` as an input or output: standard input or output, as cjxl and ffmpeg take it.
-STDIO = "-"
 #: Largest input read from stdin or a file (a 16-bit 2^26-pixel TIFF is far below).
 MAX_INPUT_BYTES = 1 << 34
 
 
 def _read_bytes(p) -> bytes:
-    """A file's bytes, or stdin's for ``-`` (bounded either way)."""
-    if str(p) != STDIO:
-        return bs.read_limited(p, MAX_INPUT_BYTES)
-    data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
-    if len(data) > MAX_INPUT_BYTES:
-        raise bs.AbsurdSizeError(f"more than {MAX_INPUT_BYTES} bytes on standard input", "stdin")
-    return data
+    return read_input(p, MAX_INPUT_BYTES)
 
 
 def _write(out, data: bytes, force: bool, inputs) -> None:
@@ -247,10 +239,10 @@ def _limit_note(data: bytes, model: pcz.PczModel, out) -> str | None:
     return None
 
 
-def _decoded_name(p: Path, folder: str | None) -> str:
+def _decoded_name(p: Path, folder: str | None, ending: str = ".decoded.png") -> str:
     """The default output of decoding ``p``: ``a.pcz`` -> ``a.decoded.png``, which never collides
     with the ``a.png`` it was made from (in ``folder`` when given: ``-o DIR/``)."""
-    name = (p.stem if str(p) != STDIO else "stdin") + ".decoded.png"
+    name = (p.stem if str(p) != STDIO else "stdin") + ending
     return str(Path(folder) / name) if folder else str(p.with_name(name))
 
 
@@ -273,7 +265,7 @@ def cmd_decompress(args) -> None:
                     raise UsageError(f"--index {args.index} out of range (the file holds {info['images']} "
                                      f"image{'s' if info['images'] != 1 else ''})", name)
                 out = (args.output if args.output and not folder else
-                       _decoded_name(p, folder).replace(".decoded.png", f"-{args.index}.png"))
+                       _decoded_name(p, folder, f"-{args.index}.png"))
                 _check_suffix(out, ".png", "decoded images")
                 img = pcz.decompress_archive(data, model, name, index=args.index, limits=limits)
                 if folder:  # made only once there is something to put in it

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from neural_codecs import bitstream as bs
 
-from . import UsageError, add_version, real, require_extra, run, whole
+from . import UsageError, add_version, read_input, real, require_extra, run, whole
 
 require_extra("splitcodec", "split", "torch")
 
@@ -44,13 +44,6 @@ def _log(args, msg: str) -> None:
         print(msg, file=sys.stderr)
 
 
-def _stdin_bytes() -> bytes:
-    data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
-    if len(data) > MAX_INPUT_BYTES:
-        raise bs.AbsurdSizeError(f"more than {MAX_INPUT_BYTES} bytes on standard input", "stdin")
-    return data
-
-
 def cmd_encode(args) -> None:
     import io
 
@@ -69,7 +62,7 @@ def cmd_encode(args) -> None:
         if Path(out).suffix.lower() != ".split":
             raise UsageError(f"{out}: splitcodec files are .split files; name the output *.split or - for stdout")
     encoder = split.EdgeEncoder(split.load_edge(model))
-    img = read_image(io.BytesIO(_stdin_bytes()), "stdin") if piped else read_image(args.input)
+    img = read_image(io.BytesIO(read_input("-", MAX_INPUT_BYTES)), "stdin") if piped else read_image(args.input)
     try:
         q = encoder.latent(img, name=args.input)
     except ValueError as err:
@@ -95,7 +88,7 @@ def _server_decoder(args):
 
 def cmd_decode(args) -> None:
     dec = _server_decoder(args)
-    data = _stdin_bytes() if args.input == "-" else bs.read_limited(args.input, MAX_INPUT_BYTES)
+    data = read_input(args.input, MAX_INPUT_BYTES)
     res = dec.decode(data, name="stdin" if args.input == "-" else args.input)
     if args.json:
         print(json.dumps({"file": args.input, "top1": res["top1"], "index": res["index"],
