@@ -40,6 +40,25 @@ def test_rate_control_moves_lambda_towards_the_target():
     assert fixed.lam == pytest.approx(0.02) and fixed.last_bits == 1e9
 
 
+def test_rate_control_leads_by_the_trend_of_the_coded_bits():
+    """With a lead of L epochs λ answers where the bits will be L epochs on, at the rate they are
+    moving: bits falling fast towards the target stop λ rising before they cross it."""
+    lag = RateControl(0.02, 1000.0, lead=3.0)
+    lag.after_epoch(1500.0)  # no trend yet: as without a lead
+    assert lag.lam == pytest.approx(0.02 * 1.5 ** GAIN, rel=1e-6)
+    before = lag.lam
+    lag.after_epoch(1200.0)  # still 20 % over, but falling 20 % an epoch: λ comes down
+    assert lag.lam < before
+    plain = RateControl(0.02, 1000.0)
+    plain.after_epoch(1500.0)
+    plain.after_epoch(1200.0)
+    assert plain.lam > before  # without the lead, λ keeps rising while the bits are over
+    flat = RateControl(0.02, 1000.0, lead=3.0)
+    for _ in range(3):
+        flat.after_epoch(2000.0)  # steady bits: the lead changes nothing
+    assert flat.lam == pytest.approx(0.02 * 2 ** (3 * GAIN), rel=1e-6)
+
+
 def test_empirical_bits_are_what_the_histograms_cost():
     from neural_codecs.models.inr.quant import empirical_bits
 

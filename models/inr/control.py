@@ -33,11 +33,20 @@ class RateControl:
     tables* (:func:`~models.inr.quant.empirical_bits`), not the training estimate: that scores
     values plus uniform noise under a logistic, which at a bit or less a value costs several times
     what the tables spend, and HNeRV's embedding differences are scored against predecessors an
-    epoch stale (48 frames at 128x72: an estimate of 114 kbit for 14 kbit coded)."""
+    epoch stale (48 frames at 128x72: an estimate of 114 kbit for 14 kbit coded).
 
-    def __init__(self, lam: float, target_bits: float | None):
+    ``lead`` (epochs): the coded bits answer a change of λ only some steps later, and the
+    quantization steps it coarsens do not come back when λ falls again, so a controller that waits
+    for the bits to cross the target has already overshot. With a lead λ answers the bits
+    predicted ``lead`` epochs on at their present trend, ``log(coded / target) + lead ·
+    log(coded / last epoch's)``. The fit sets it from how many steps an epoch has
+    (:data:`~models.inr.fit.RATE_LAG_STEPS`): an epoch of a short clip is a few steps, far
+    shorter than that lag."""
+
+    def __init__(self, lam: float, target_bits: float | None, lead: float = 0.0):
         self.log_lam = math.log(min(max(lam, LAM_MIN), LAM_MAX))
         self.target = None if target_bits is None else max(float(target_bits), 1.0)
+        self.lead = lead
         self.last_bits: float | None = None
 
     @property
@@ -50,15 +59,18 @@ class RateControl:
 
     def after_epoch(self, coded_bits: float) -> float:
         """Record an epoch's coded bits (what the target counts: the integers), move log λ by
-        ``GAIN · log(coded / target)`` (clamped to ±GAIN); returns the new λ.
+        ``GAIN · log(coded / target)``, plus the lead's trend term (clamped to ±GAIN); returns
+        the new λ.
 
         Only λ moves. Shifting every quantization step at once towards the target (the way a
         classical codec moves its quantizer) was tried and lost: the excess early in training
         sits in HNeRV's embeddings, and coarsening the weights with them cost 0.7 dB on the
         benchmark clip's first 48 frames and 10 dB on the second clip's."""
-        self.last_bits = coded_bits
+        prev, self.last_bits = self.last_bits, coded_bits
         if self.target is not None and math.isfinite(coded_bits):
-            err = max(-1.0, min(1.0, math.log(max(coded_bits, 1.0) / self.target)))
+            now = math.log(max(coded_bits, 1.0) / self.target)
+            trend = math.log(max(coded_bits, 1.0) / max(prev, 1.0)) if prev is not None and math.isfinite(prev) else 0.0
+            err = max(-1.0, min(1.0, now + self.lead * trend))
             self.log_lam = min(max(self.log_lam + GAIN * err, math.log(LAM_MIN)), math.log(LAM_MAX))
         return self.lam
 
