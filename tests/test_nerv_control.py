@@ -59,6 +59,18 @@ def test_rate_control_leads_by_the_trend_of_the_coded_bits():
     assert flat.lam == pytest.approx(0.02 * 2 ** (3 * GAIN), rel=1e-6)
 
 
+def test_a_short_plan_is_steered_within_its_epochs():
+    from neural_codecs.models.inr.fit import RATE_LAG_STEPS, RATE_UPDATES, _steer_every
+
+    rc = RateControl(0.02, 1000.0)
+    assert _steer_every(rc, 55 * 240, 240) == 240 and rc.lead == 0.0  # the default: once an epoch
+    every = _steer_every(rc, 12 * 240, 240)  # a time cap planned 12 epochs: steered within them
+    assert every < 240 and 12 * 240 // every >= RATE_UPDATES
+    assert rc.lead == pytest.approx(RATE_LAG_STEPS / every - 1)
+    assert _steer_every(rc, 55 * 8, 8) == 8 and rc.lead == pytest.approx(RATE_LAG_STEPS / 8 - 1)
+    assert _steer_every(rc, 3, 8) == 1  # never less than a step
+
+
 def test_empirical_bits_are_what_the_histograms_cost():
     from neural_codecs.models.inr.quant import empirical_bits
 

@@ -192,12 +192,28 @@ class _Schedule:
 QUANT_REF_STEPS = 1000
 
 #: Training steps after which the coded bits have answered a change of λ (about; the rate
-#: control's lead is this less one epoch, :class:`~models.inr.control.RateControl`). Measured on
+#: control's lead is this less the steps between its updates, an epoch or fewer, in units of
+#: those, :class:`~models.inr.control.RateControl`). Measured on
 #: the second clip's first 8 frames at 320x180, 0.05 bpp asked, where an epoch is 8 steps: without
 #: a lead λ rose to 0.40 while the bits were still falling, they ended 42 % under the target and
 #: never came back as λ fell to 8e-4; with a lead for 40 / 80 / 160 steps the file ended −27 /
-#: −12 / +9 % off. A clip of at least this many frames gets no lead, so its fit is unchanged.
+#: −12 / +9 % off. A fit steered at most every this many steps (one frame a step: a clip of at
+#: least 160 frames) gets no lead, so its fit is unchanged.
 RATE_LAG_STEPS = 160
+#: Times at least the rate control steers λ in a fit: a fit planned for fewer epochs than this
+#: (a time budget on large frames) is steered within its epochs too, every ``planned steps /
+#: RATE_UPDATES`` steps. λ starts far below where it ends (:data:`codec.nerv.START_LAM`), and 240
+#: frames at 640x360, whose 9-minute cap planned 12 epochs, ended 34 % over the target with λ
+#: still rising once an epoch.
+RATE_UPDATES = 50
+
+
+def _steer_every(rate: RateControl, planned_steps: int, steps_per_epoch: int) -> int:
+    """Steps between the rate control's updates for a fit of ``planned_steps`` (at most an epoch);
+    sets the controller's lead for that interval (:data:`RATE_LAG_STEPS`)."""
+    every = max(1, min(steps_per_epoch, planned_steps // RATE_UPDATES))
+    rate.lead = max(0.0, RATE_LAG_STEPS / every - 1)
+    return every
 
 
 def _adam(params: list[nn.Parameter], opts: FitOptions, steps: int | None = None) -> torch.optim.Adam:
@@ -454,13 +470,19 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
     planner = Planner(opts.epochs, opts.time_budget, reserve=0.4)
     total = opts.epochs * steps_per_epoch
     sched = _Schedule(opt, total, opts.warmup)
-    rate = RateControl(opts.lam, _target_bits(opts, pixels), lead=max(0.0, RATE_LAG_STEPS / steps_per_epoch - 1))
+    rate = RateControl(opts.lam, _target_bits(opts, pixels))
+    every = _steer_every(rate, total, steps_per_epoch)
     order = torch.Generator().manual_seed(opts.seed)  # the same batches on every rank
     torch.manual_seed(opts.seed * 7919 + 1 + tm.rank)  # noise: independent per rank
     hist: list[dict] = []
     step = 0
     t0 = time.perf_counter()
     rollback = _Rollback(step_net, opt, sched)
+    inner = step_net.module if isinstance(step_net, nn.parallel.DistributedDataParallel) else step_net
+
+    def coded_bits() -> float:
+        return all_sum(qnet.coded_bits() + inner.coded_embedding_bits(), tm) / tm.size
+
     qnet.train()
     epoch = 0
     with _Interruptible(tm) as stop:
@@ -485,6 +507,9 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
                 se += float(mse.detach()) * len(idx)
                 if epoch == 0 and step == _PROBE_STEPS and opts.time_budget is not None:
                     sched.replan(planner.after_steps(step, steps_per_epoch) * steps_per_epoch, first=True)
+                    every = _steer_every(rate, planner.planned * steps_per_epoch, steps_per_epoch)
+                if rate.target is not None and (b + 1) % every == 0 and b + 1 < steps_per_epoch:
+                    rate.after_epoch(coded_bits())  # a long epoch of a short plan: steer within it
                 if progress:
                     coded = float(bits.detach()) if rate.last_bits is None else rate.last_bits + opts.overhead_bits
                     progress(step, planner.planned * steps_per_epoch,
@@ -502,9 +527,9 @@ def _fit_global(target: torch.Tensor, kind: str, cfg, opts: FitOptions, progress
             if rollback(hist[-1]["psnr"]):
                 hist[-1]["rolled_back"] = True
             if rate.target is not None:
-                inner = step_net.module if isinstance(step_net, nn.parallel.DistributedDataParallel) else step_net
-                rate.after_epoch(all_sum(qnet.coded_bits() + inner.coded_embedding_bits(), tm) / tm.size)
+                rate.after_epoch(coded_bits())
             sched.replan(planner.after_epoch(epoch) * steps_per_epoch)
+            every = _steer_every(rate, planner.planned * steps_per_epoch, steps_per_epoch)
     if not tm.root:
         return None
     qnet.eval()
