@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     set_threads(args.threads)
+    epochs, budget = nerv.training_plan(args.model, args.preset)
     rows = []
     for size in args.sizes.split(","):
         w, h = (int(v) for v in size.split("x"))
@@ -46,7 +47,6 @@ def main(argv=None) -> int:
             video = read_video(args.clip, start=args.start, count=count, size=(w, h))
             T = video.count
             t0 = time.perf_counter()
-            epochs, budget = nerv.training_plan(args.model, args.preset)
             res = nerv.encode(video.frames, video.fps, model=args.model, bpp=args.bpp,
                               options=FitOptions(epochs=epochs, time_budget=budget,
                                                 adapt_threads=args.threads is None))

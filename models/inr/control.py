@@ -35,11 +35,12 @@ class RateControl:
     what the tables spend, and HNeRV's embedding differences are scored against predecessors an
     epoch stale (48 frames at 128x72: an estimate of 114 kbit for 14 kbit coded).
 
-    ``lead`` (epochs): the coded bits answer a change of λ only some steps later, and the
+    ``lead`` (in updates): the coded bits answer a change of λ only some steps later, and the
     quantization steps it coarsens do not come back when λ falls again, so a controller that waits
     for the bits to cross the target has already overshot. With a lead λ answers the bits
-    predicted ``lead`` epochs on at their present trend, ``log(coded / target) + lead ·
-    log(coded / last epoch's)``. The fit sets it from how many steps an epoch has
+    predicted ``lead`` updates on at their present trend, ``log(coded / target) + lead ·
+    log(coded / last update's)``. The fit updates once an epoch, or more often when it plans few
+    epochs, and sets the lead from the steps between updates
     (:data:`~models.inr.fit.RATE_LAG_STEPS`): an epoch of a short clip is a few steps, far
     shorter than that lag."""
 
@@ -58,7 +59,8 @@ class RateControl:
         self.target = None if target_bits is None else max(float(target_bits), 1.0)
 
     def after_epoch(self, coded_bits: float) -> float:
-        """Record an epoch's coded bits (what the target counts: the integers), move log λ by
+        """Record the coded bits at the end of an epoch, or of an update interval within one
+        (what the target counts: the integers), move log λ by
         ``GAIN · log(coded / target)``, plus the lead's trend term (clamped to ±GAIN); returns
         the new λ.
 
