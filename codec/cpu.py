@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import sys
 
-#: Spin iterations before an idle OpenMP worker sleeps (libgomp's default is 300,000). 1,000
-#: made two threads slower than one on an idle machine (75 vs 57 ms a step); 10,000 keeps the
+#: Spin iterations before an idle OpenMP worker sleeps (libgomp's default is 300,000). Not 1,000:
+#: that makes two threads slower than one on an idle machine (75 vs 57 ms a step); 10,000 keeps the
 #: idle speed-up (46 ms) and, with the training's thread governor
 #: (:class:`models.inr.control.ThreadGovernor`), the cost under load.
 SPIN_COUNT = "10000"

@@ -34,10 +34,7 @@ import torch
 from neural_codecs import bitstream as bs
 from neural_codecs.bitstream import AbsurdSizeError, MalformedError
 from neural_codecs.bitstream.varint import decode_uvarint, encode_uvarint
-from neural_codecs.models.inr import (
-    EMB_RUN, KINDS, FitOptions, Fitted, HNeRVConfig, NeRVppConfig, NirvanaConfig, QuantizedTensor, build_net,
-    decoder_from, dequantize_embeddings, fit, group_count, hnerv_config, nervpp_config, nirvana_params, render,
-)
+from neural_codecs.models.inr import EMB_RUN, KINDS, FitOptions, Fitted, QuantizedTensor, dequantize_embeddings, fit, get_kind
 from neural_codecs.models.inr.distributed import team
 from neural_codecs.models.inr.fit import probe_step_seconds
 from neural_codecs.models.inr.quant import ROW_CAPS, SMALL_TENSOR as QUANT_SMALL_TENSOR, TABLE_SPAN
@@ -83,15 +80,6 @@ DEFAULT_LIMITS = Limits()
 #: Largest network the encoder makes (parameters): what a default decoder accepts.
 MAX_PARAMS = DEFAULT_LIMITS.max_params
 
-#: Bounds on each model's structural fields, checked before a network is built: building even an
-#: empty (meta) network walks every layer, and a forged ``"layers": 1048576`` would take minutes.
-FIELD_LIMITS = {
-    "hnerv": {"c0": 4096, "emb_ch": 256, "min_ch": 4096},
-    "nervpp": {"c0": 4096, "pe_freqs": 64, "mlp_dim": 4096, "stem_ch": 4096, "min_ch": 4096},
-    "nirvana": {"group": 1 << 16, "patch": 1024, "hidden": 4096, "layers": 32, "feat_ch": 256, "up": 64},
-}
-
-_CONFIGS = {"hnerv": HNeRVConfig, "nervpp": NeRVppConfig, "nirvana": NirvanaConfig}
 
 
 class NervError(MalformedError):
@@ -121,20 +109,16 @@ START_LAM = 1e-4
 #: The smallest network budget make_config sizes for (parameters).
 MIN_BUDGET = 300
 
-#: Encoder presets, as x264's: epochs of training (NIRVANA: per group of frames). ``medium`` is
-#: the default; its epochs were chosen so 240 frames at 320x180 encode within 10 minutes on two
-#: CPU cores (``tools/bench_nerv.py``), and :data:`PRESET_SECONDS` holds that on slower ones.
-PRESETS = {
-    "fast": {"hnerv": 12, "nervpp": 12, "nirvana": 15},
-    "medium": {"hnerv": 55, "nervpp": 30, "nirvana": 40},
-    "slow": {"hnerv": 150, "nervpp": 150, "nirvana": 150},
-}
+#: Encoder presets, as x264's: epochs of training (NIRVANA: per group of frames), each kind's
+#: ``preset_epochs``. ``medium`` is the default; its epochs were chosen so 240 frames at 320x180
+#: encode within 10 minutes on two CPU cores (``tools/bench_nerv.py``), and
+#: :data:`PRESET_SECONDS` holds that on slower ones.
+PRESETS = {p: {k: get_kind(k).preset_epochs[p] for k in KINDS} for p in ("fast", "medium", "slow")}
 DEFAULT_PRESET = "medium"
 #: Wall-clock cap on a preset's training (seconds; None: none): the epochs above are what it trains
 #: where they fit, and on a slower CPU (one without native bf16, or a busy one) the epochs are
-#: planned to end within it, so ``medium`` keeps its 10-minute promise anywhere. On the development
-#: machine 55 epochs of 240 frames at 320x180 take 470-486 s, inside the cap, so the cap changes
-#: nothing there (same bytes).
+#: planned to end within it, so ``medium`` keeps its 10-minute promise anywhere. Where the
+#: preset's epochs end inside the cap, the cap changes nothing (the same bytes).
 PRESET_SECONDS = {"fast": None, "medium": 540.0, "slow": 3300.0}
 
 
@@ -151,10 +135,11 @@ def training_plan(model: str, preset: str = DEFAULT_PRESET, epochs: int | None =
 
 def _zero_fitted(kind: str, cfg, frames: int) -> Fitted:
     """A fitted network of ``cfg``'s shapes holding only zeros (for measuring fixed costs)."""
-    tensors = [QuantizedTensor(torch.zeros(s, dtype=torch.int64), 1.0) for s in _shapes(kind, cfg)]
-    groups = [tensors] * (group_count(cfg, frames) if kind == "nirvana" else 1)
+    k = get_kind(kind)
+    tensors = [QuantizedTensor(torch.zeros(s, dtype=torch.int64), 1.0) for s in k.shapes(cfg)]
+    groups = [tensors] * k.weight_groups(cfg, frames)
     emb = None
-    if kind == "hnerv":
+    if k.embeddings:
         c, h, w = cfg.emb_shape
         emb = [QuantizedTensor(torch.zeros((frames, h, w), dtype=torch.int64), 1.0) for _ in range(c)]
     return Fitted(kind, cfg, groups, emb, frames=torch.zeros((frames, 1, 1, 3), dtype=torch.uint8))
@@ -170,9 +155,9 @@ def overhead_bits(kind: str, cfg, frames: int, fps=25, tables: bool = True, room
     fixed = len(pack(_zero_fitted(kind, cfg, frames), fps, texts))
     if not tables:
         return 8.0 * fixed
-    rows = _row_of([math.prod(s) for s in _shapes(kind, cfg)])[1]
-    groups = group_count(cfg, frames) if kind == "nirvana" else 1
-    return 8.0 * (fixed + TABLE_ROW_BYTES * (rows * groups + (2 if kind == "hnerv" else 0)))
+    k = get_kind(kind)
+    rows = _row_of([math.prod(s) for s in k.shapes(cfg)])[1]
+    return 8.0 * (fixed + TABLE_ROW_BYTES * (rows * k.weight_groups(cfg, frames) + (2 if k.embeddings else 0)))
 
 
 def _budget(kind: str, height: int, width: int, frames: int, bpp: float, group: int) -> int:
@@ -181,48 +166,23 @@ def _budget(kind: str, height: int, width: int, frames: int, bpp: float, group: 
     bits = bpp * frames * height * width
     budget = max(MIN_BUDGET, int(bits / BITS_PER_PARAM))
     for _ in range(2):  # the fixed costs depend a little on the network's shapes: size twice
-        cfg = _sized(kind, height, width, frames, budget, group)
+        cfg = get_kind(kind).size(height, width, frames, budget, group)
         spare = bits - overhead_bits(kind, cfg, frames, room=bits / 8)
-        if kind == "hnerv":
+        if get_kind(kind).embeddings:
             c, h, w = cfg.emb_shape
             spare -= EMB_BITS_PER_VALUE * c * h * w * frames
         budget = max(MIN_BUDGET, int(spare / BITS_PER_PARAM))
     return budget
 
 
-def _sized(kind: str, height: int, width: int, frames: int, size: int, group: int):
-    if kind == "hnerv":
-        return hnerv_config(height, width, size)
-    if kind == "nervpp":
-        return nervpp_config(height, width, size)
-    return nirvana_config(height, width, frames, size, group)
-
-
 def make_config(kind: str, height: int, width: int, frames: int, *, size: int | None = None,
                 bpp: float | None = None, group: int = 16):
     """A model config for ``kind`` sized by parameter count ``size`` or for a target ``bpp``
     (default :data:`DEFAULT_BPP`), counting what the file spends besides the weights."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown model {kind!r}; choose from {', '.join(KINDS)}")
+    k = get_kind(kind)
     if size is None:
         size = _budget(kind, height, width, frames, bpp if bpp is not None else DEFAULT_BPP, group)
-    return _sized(kind, height, width, frames, max(size, MIN_BUDGET), group)
-
-
-def nirvana_config(height: int, width: int, frames: int, size: int, group: int = 16) -> NirvanaConfig:
-    """NIRVANA for ``size`` parameters over the whole clip. Later groups are residuals that cost a
-    fraction of a fresh network, so each group's network gets a share larger than 1/G. The SIREN
-    widens with the share; where even the narrowest network (hidden 16) with 8 feature channels is
-    over it (short or small clips), the feature channels drop to 4 (the upsampling convolutions
-    are most of a small network's parameters), so the budget holds instead of being tripled."""
-    g = group_count(NirvanaConfig(height, width, group=group), frames)
-    per_group = size / (1 + 0.35 * (g - 1))
-    feat = 8 if nirvana_params(NirvanaConfig(height, width, group=group, hidden=16)) <= per_group else 4
-    hidden = 16
-    while hidden < 512 and nirvana_params(NirvanaConfig(height, width, group=group, hidden=hidden + 8,
-                                                        feat_ch=feat)) <= per_group:
-        hidden += 8
-    return NirvanaConfig(height, width, group=group, hidden=hidden, feat_ch=feat)
+    return k.size(height, width, frames, max(size, MIN_BUDGET), group)
 
 
 def config_to_params(kind: str, cfg) -> bytes:
@@ -237,28 +197,30 @@ def params_to_config(header: bs.Header, name: str | None, limits: Limits = DEFAU
         if not isinstance(doc, dict) or doc.get("v") not in READABLE_VERSIONS:
             raise NervError(f"unsupported nerv format version {doc.get('v') if isinstance(doc, dict) else '?'}", name)
         kind = doc.get("model")
-        if kind not in _CONFIGS:
-            raise NervError(f"unknown model kind {kind!r}", name)
+        try:
+            model = get_kind(kind)
+        except ValueError:
+            raise NervError(f"unknown model kind {kind!r}", name) from None
         if doc.get("pix_fmt") != "rgb24":
             raise NervError(f"unsupported pixel format {doc.get('pix_fmt')!r}", name)
         fields = doc["config"]
         if not isinstance(fields, dict):
             raise NervError("model config is not an object", name)
-        types = {f.name: str(f.type) for f in dataclasses.fields(_CONFIGS[kind])}
+        types = {f.name: str(f.type) for f in dataclasses.fields(model.config)}
         for k, v in fields.items():
             if not _of_type(v, types.get(k, "")):
                 raise NervError(f"model config {k}={json.dumps(v)[:40]} is not a{'n' if types.get(k, 'x')[0] == 'i' else ''} "
                                 f"{types.get(k) or 'known field'}", name)
-        for k, most in FIELD_LIMITS[kind].items():
-            v = fields.get(k)
+        for f, most in model.field_limits.items():
+            v = fields.get(f)
             if isinstance(v, int) and not isinstance(v, bool) and v > most:
-                raise AbsurdSizeError(f"model config {k}={v} out of range (at most {most})", name)
+                raise AbsurdSizeError(f"model config {f}={v} out of range (at most {most})", name)
         for k, v in fields.items():
             if isinstance(v, bool) or (isinstance(v, (int, float)) and not (0 < v <= 1 << 20)):
                 raise AbsurdSizeError(f"model config {k}={v} out of range", name)
             if isinstance(v, list) and (len(v) > 16 or not all(isinstance(i, int) and 1 <= i <= 64 for i in v)):
                 raise AbsurdSizeError(f"model config {k}={v} out of range", name)
-        cfg = _CONFIGS[kind](**fields)
+        cfg = model.config(**fields)
         version = doc["v"]
     except bs.BitstreamError:
         raise
@@ -273,7 +235,7 @@ def params_to_config(header: bs.Header, name: str | None, limits: Limits = DEFAU
     _within(T * H * W, limits.max_output, "frames x pixels", "max-output", name)
     with torch.device("meta"):
         try:
-            n = sum(p.numel() for p in build_net(kind, cfg).parameters())
+            n = sum(p.numel() for p in get_kind(kind).build(cfg).parameters())
         except (ValueError, RuntimeError) as err:
             raise NervError(f"model config does not build a network ({err})", name) from None
     _within(n, limits.max_params, "network parameters", "max-params", name)
@@ -450,8 +412,7 @@ def decode_weights(body: bytes, shapes: list[tuple[int, ...]], prev: list[Quanti
 
 
 def _shapes(kind: str, cfg) -> list[tuple[int, ...]]:
-    with torch.device("meta"):
-        return [tuple(p.shape) for p in build_net(kind, cfg).parameters()]
+    return get_kind(kind).shapes(cfg)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,7 +465,7 @@ def pack(fitted: Fitted, fps, texts: dict[str, str] | None = None) -> bytes:
     for i, w in enumerate(fitted.groups):
         chunks.append((WEIGHTS, encode_weights(w, prev)))
         prev = w
-    if kind == "hnerv":  # the embeddings' steps and table ride in front of the network they feed
+    if get_kind(kind).embeddings:  # the embeddings' steps and table ride in front of the network they feed
         ints = np.stack([t.ints.numpy() for t in fitted.emb], axis=1)
         steps = _pack_floats([t.step for t in fitted.emb])
         vals, rows = _delta_layout(ints)
@@ -534,7 +495,7 @@ def prepare(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | Non
     ``bpp`` (default :data:`DEFAULT_BPP`), and, unless ``rate_control`` is False (default: on
     when no ``size`` is given), λ steered so the file lands near that bpp."""
     T, H, W, _ = _check_frames(frames).shape
-    opts = (options or FitOptions()).for_model(model, team().size)
+    opts = get_kind(model).resolve(options or FitOptions(), team().size)
     cfg = make_config(model, H, W, T, size=size, bpp=bpp, group=group)
     if rate_control is None:
         rate_control = size is None
@@ -552,14 +513,7 @@ def estimate_seconds(frames: np.ndarray, model: str, cfg, opts: FitOptions) -> f
     final render; with a time budget, at most the budget."""
     cap = math.inf if opts.time_budget is None else opts.time_budget
     step_s, per_epoch = probe_step_seconds(_check_frames(frames), model, cfg, opts)
-    T = len(frames)
-    if model == "nirvana":
-        G = group_count(cfg, T)
-        start = opts.epochs if opts.start_epochs is None else opts.start_epochs
-        first = opts.epochs if opts.first_epochs is None else opts.first_epochs
-        epochs = start * G / T + first + opts.epochs * (G - 1)  # the start trains on one frame a group
-        return min(cap, step_s * per_epoch * epochs * 1.05)
-    return min(cap, step_s * per_epoch * opts.epochs * 1.05 + 0.4 * step_s * per_epoch)
+    return min(cap, step_s * per_epoch * get_kind(model).planned_epochs(cfg, opts, len(frames)))
 
 
 def encode(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | None = None,
@@ -638,6 +592,7 @@ class NervReader:
             self._r.close()
             raise
         self.header = h
+        self._kind = get_kind(self.kind)
         self.width, self.height, self.count, self.fps = h.width, h.height, h.count, h.fps
         self._shapes = _shapes(self.kind, self.config)
         self.emb_run = EMB_RUNS[self.version]
@@ -649,8 +604,8 @@ class NervReader:
             infos = self._r.index()
             w = [c for c in infos if c.type == WEIGHTS]
             e = [c for c in infos if c.type == EMBEDDINGS]
-            want_w = group_count(self.config, self.count) if self.kind == "nirvana" else 1
-            want_e = -(-self.count // self.emb_run) if self.kind == "hnerv" else 0
+            want_w = self._kind.weight_groups(self.config, self.count)
+            want_e = -(-self.count // self.emb_run) if self._kind.embeddings else 0
             if len(w) != want_w or len(e) != want_e:
                 raise NervError(f"file has {len(w)} weight and {len(e)} embedding chunks; "
                                 f"{self.kind} with {self.count} frames needs {want_w} and {want_e}", self.name)
@@ -661,7 +616,7 @@ class NervReader:
         """A ``W`` body → (tensors, embedding coding): HNeRV's embedding steps (and, from v2, the
         table its ``E`` chunks share) ride in front of the weights."""
         emb = None
-        if self.kind == "hnerv":
+        if self._kind.embeddings:
             n, pos = decode_uvarint(body, 0)
             if n != 4 * self.config.emb_ch:
                 raise NervError("embedding step block has the wrong size", self.name)
@@ -695,61 +650,52 @@ class NervReader:
 
     def _net(self, tensors):
         try:
-            return decoder_from(self.kind, self.config, tensors)
+            return self._kind.decoder(self.config, tensors)
         except ValueError as err:
             raise NervError(str(err), self.name) from None
 
     # -- frames ---------------------------------------------------------------------------------
     def iter_frames(self, device: str = "cpu", batch: int = 8) -> Iterator[np.ndarray]:
-        """Decode front to back, yielding uint8 (n, H, W, 3) batches as chunks arrive."""
+        """Decode front to back, yielding uint8 (n, H, W, 3) batches as chunks arrive: each
+        network as its ``W`` chunk arrives, then its frames (with embeddings: one ``E`` chunk's run
+        at a time; else ``batch`` frames at a time)."""
         wi, ei = self.index()
-        if self.kind == "nirvana":
-            prev = None
-            for g, info in enumerate(wi):
-                prev, _ = self._weights(self._r.read_chunk(info).body, prev)
-                n = min(self.config.group, self.count - g * self.config.group)
-                yield render("nirvana", self.config, self._net(prev), count=n, frames=range(n),
-                             device=device).numpy()
-            return
-        tensors, emb_coding = self._weights(self._r.read_chunk(wi[0]).body, None)
-        net = self._net(tensors)
-        if self.kind == "nervpp":
-            for lo in range(0, self.count, batch):
-                yield render("nervpp", self.config, net, count=self.count,
-                             frames=range(lo, min(self.count, lo + batch)), device=device).numpy()
-            return
-        for run, info in enumerate(ei):
-            emb = self._embeddings(self._r.read_chunk(info).body, run, emb_coding)
-            lo = run * self.emb_run
-            yield render("hnerv", self.config, net, count=self.count, frames=range(lo, lo + len(emb)),
-                         emb=emb, device=device).numpy()
+        prev = None
+        for g, info in enumerate(wi):
+            prev, emb_coding = self._weights(self._r.read_chunk(info).body, prev)
+            net = self._net(prev)
+            span = self._kind.group_frames(self.config, self.count, g)
+            if emb_coding is None:
+                for lo in range(span.start, span.stop, batch):
+                    yield self._kind.render(self.config, net, count=self.count,
+                                            frames=range(lo, min(span.stop, lo + batch)), device=device).numpy()
+                continue
+            for run, e in enumerate(ei):
+                emb = self._embeddings(self._r.read_chunk(e).body, run, emb_coding)
+                lo = run * self.emb_run
+                yield self._kind.render(self.config, net, count=self.count, frames=range(lo, lo + len(emb)),
+                                        emb=emb, device=device).numpy()
 
     def frames(self, device: str = "cpu") -> np.ndarray:
         return np.concatenate(list(self.iter_frames(device)))
 
     def frame(self, i: int, device: str = "cpu") -> np.ndarray:
-        """Frame ``i`` alone (uint8 (H, W, 3)), reading only the chunks it needs."""
+        """Frame ``i`` alone (uint8 (H, W, 3)), reading only the chunks it needs: the networks up
+        to the one that renders it, and its embeddings' ``E`` chunk."""
         if not 0 <= i < self.count:
             raise IndexError(f"frame {i} out of range (file holds {self.count})")
         wi, ei = self.index()
-        if self.kind == "nirvana":
-            g = i // self.config.group
-            prev = None
-            for info in wi[:g + 1]:
-                prev, _ = self._weights(self._r.read_chunk(info).body, prev)
-            n = min(self.config.group, self.count - g * self.config.group)
-            k = i - g * self.config.group
-            return render("nirvana", self.config, self._net(prev), count=n, frames=range(k, k + 1),
-                          device=device).numpy()[0]
-        tensors, emb_coding = self._weights(self._r.read_chunk(wi[0]).body, None)
-        net = self._net(tensors)
-        if self.kind == "nervpp":
-            return render("nervpp", self.config, net, count=self.count, frames=range(i, i + 1), device=device).numpy()[0]
-        run = i // self.emb_run
-        emb = self._embeddings(self._r.read_chunk(ei[run]).body, run, emb_coding)
-        k = i - run * self.emb_run
-        return render("hnerv", self.config, net, count=self.count, frames=range(i, i + 1), emb=emb[k:k + 1],
-                      device=device).numpy()[0]
+        g = self._kind.group_of(self.config, i)
+        prev = emb_coding = None
+        for info in wi[:g + 1]:
+            prev, emb_coding = self._weights(self._r.read_chunk(info).body, prev)
+        emb = None
+        if emb_coding is not None:
+            run = i // self.emb_run
+            k = i - run * self.emb_run
+            emb = self._embeddings(self._r.read_chunk(ei[run]).body, run, emb_coding)[k:k + 1]
+        return self._kind.render(self.config, self._net(prev), count=self.count, frames=range(i, i + 1), emb=emb,
+                                 device=device).numpy()[0]
 
     def texts(self) -> dict[str, str]:
         return self._r.texts()

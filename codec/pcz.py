@@ -31,9 +31,9 @@ from . import modelfile
 from .images import check_image
 
 #: Fixed-point precision (bits) of the probabilities in a newly made model file: every stored
-#: probability is a count out of 2**MODEL_PRECISION, at least 1. 16 bits (the first models) cost
-#: MNIST 0.004 bits/pixel: each of a row's 256 emission entries holds >= 1/65536, mass taken from
-#: the near-certain values that most pixels have; 20 bits cost 0.0001 (bench_data note in issue 3).
+#: probability is a count out of 2**MODEL_PRECISION, at least 1. 20 bits, not 16: at 16 bits each
+#: of a row's 256 emission entries holds >= 1/65536, mass taken from the near-certain values that
+#: most pixels have, which costs MNIST 0.004 bits/pixel; at 20 bits that cost is 0.0001.
 MODEL_PRECISION = 20
 #: Precisions a model file may declare; a file without the ``precision`` entry is 16 (uint16).
 _PRECISIONS = range(16, 25)
@@ -218,7 +218,7 @@ class PczModel:
             arrays["centered"] = np.int64(1)
         if L.subtract_green:
             arrays["subtract_green"] = np.int64(1)
-        if self.precision != 16:  # absent = 16, so the first models keep their hashes
+        if self.precision != 16:  # absent = 16, so existing 16-bit model files keep their hashes
             arrays["precision"] = np.int64(self.precision)
         if self.adapt is not None:  # absent = a fixed model
             arrays["adapt"] = np.array(self.adapt, np.float64)
@@ -546,7 +546,7 @@ class Limits:
     a flat synthetic image past the allowance needs the limit raised. Subpixels are counted as
     decoded: padded to whole patches. The free allowance is what a forged size decodes before its
     payload proves invalid; at 2^14 subpixels that is well under a second with the slowest shipped
-    model (the fuzz campaign's forged MNIST widths took up to 1.8 s at 2^16).
+    model (a forged MNIST width decodes 2^16 subpixels in up to 1.8 s).
     """
 
     max_pixels: int = 1 << 26  # one image: 8192 x 8192

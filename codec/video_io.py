@@ -49,7 +49,7 @@ _FRAME_NAME = "frame_{:06d}.png"
 _FRAME_RE = re.compile(r"frame_\d{6,}\.png")
 _MAX_DIR_FRAMES = 1_000_000  # six-digit names keep their order when sorted as text
 # RGB <-> YUV conversions in one thread: FFmpeg 8's swscale slice threads cost far more than they
-# save on frames this small, and on a busy 2-core machine they made conversion ~20x slower.
+# save on frames this small, and on a busy 2-core machine they make conversion ~20x slower.
 _SWS_THREADS = 1
 
 # file suffix -> FFmpeg container format

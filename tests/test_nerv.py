@@ -12,7 +12,8 @@ from neural_codecs import bitstream as bs
 from neural_codecs.codec import nerv
 from conftest import GOLDEN
 from neural_codecs.models.inr import (
-    EMB_RUN, FitOptions, Fitted, QuantizedNet, QuantizedTensor, build_net, dequantize_embeddings, fit, hnerv_config,
+    EMB_RUN, FitOptions, Fitted, NirvanaOptions, QuantizedNet, QuantizedTensor, build_net, dequantize_embeddings, fit,
+    get_kind, hnerv_config,
 )
 from neural_codecs.models.inr.quant import QuantizedLatents
 from neural_codecs.models.inr.layout import crop_frames, default_strides, pad_frames
@@ -73,16 +74,21 @@ def test_model_defaults_fill_only_what_the_user_left_open():
     """The batch defaults per model (one frame per step, NeRV++ four); a batch the user set is kept;
     data-parallel ranks get at least a frame each by default."""
     o = FitOptions()
-    assert [o.for_model(k).batch for k in ("hnerv", "nervpp", "nirvana")] == [1, 4, 1]
-    assert o.for_model("hnerv", ranks=2).batch == 2 and o.for_model("nirvana", ranks=2).batch == 1
-    assert FitOptions(batch=3).for_model("hnerv", ranks=4).batch == 3
+    assert [get_kind(k).resolve(o).batch for k in ("hnerv", "nervpp", "nirvana")] == [1, 4, 1]
+    assert get_kind("hnerv").resolve(o, ranks=2).batch == 2 and get_kind("nirvana").resolve(o, ranks=2).batch == 1
+    assert get_kind("hnerv").resolve(FitOptions(batch=3), ranks=4).batch == 3
+    # a kind's own options: its defaults filled in, another kind's refused
+    assert get_kind("nirvana").resolve(o).model == NirvanaOptions()
+    assert get_kind("hnerv").resolve(o).model is None
+    with pytest.raises(ValueError, match="not options of hnerv"):
+        get_kind("hnerv").resolve(FitOptions(model=NirvanaOptions(target_psnr=30)))
     res = nerv.encode(tiny_clip(T=2), 24, model="hnerv", size=1500, options=FitOptions(epochs=1))
     assert json.loads(nerv.info(res.data)["settings"]) == {"batch": 1, "epochs": 1, "lam": 0.02, "lr": 2e-3,
                                                            "seed": 0}  # the file says what was used
 
 
 def test_a_collapsed_epoch_is_rolled_back_at_half_the_learning_rate():
-    from neural_codecs.models.inr.fit import _Rollback, _Schedule
+    from neural_codecs.models.inr.train import Rollback as _Rollback, Schedule as _Schedule
 
     net = torch.nn.Linear(3, 2)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
@@ -178,7 +184,7 @@ def test_nirvana_groups_stop_at_the_target_psnr():
     runs = {}
     for target in (1.0, 99.0):
         res = nerv.encode(clip, 25, model="nirvana", size=3000, group=2,
-                          options=FitOptions(epochs=3, target_psnr=target))
+                          options=FitOptions(epochs=3, model=NirvanaOptions(target_psnr=target)))
         assert np.array_equal(nerv.decode(res.data)[0], res.frames)
         runs[target] = [h["epochs"] for h in res.fitted.history]
     assert runs == {1.0: [1, 1], 99.0: [3, 3]}
@@ -189,7 +195,7 @@ def test_nirvana_first_group_and_common_start_epochs():
     chain begins from the seeded network); the progress counts exactly the epochs run."""
     seen = []
     res = nerv.encode(tiny_clip(T=4), 25, model="nirvana", size=3000, group=2,
-                      options=FitOptions(epochs=3, first_epochs=5, start_epochs=0),
+                      options=FitOptions(epochs=3, model=NirvanaOptions(first_epochs=5, start_epochs=0)),
                       progress=lambda step, total, info: seen.append((step, total, info["group"])))
     assert [h["epochs"] for h in res.fitted.history] == [5, 3]
     assert [g for *_, g in seen] == [0] * 5 + [1] * 3
@@ -378,13 +384,11 @@ def test_training_step_keeps_every_tensor_on_the_model_device(kind):
 def test_hnerv_training_step_keeps_its_embedding_memory_on_the_model_device():
     """HNeRV's training step remembers each frame's embedding for its successor's delta rate; on
     the meta device any memory or mask made on the CPU by mistake raises here."""
-    from neural_codecs.models.inr.fit import _Step
-    from neural_codecs.models.inr.hnerv import HNeRVEncoder
+    from neural_codecs.models.inr.hnerv import HNeRVStep
 
     cfg = nerv.make_config("hnerv", 20, 28, 4, size=3000)
     Hp, Wp = cfg.padded
-    step = _Step("hnerv", QuantizedNet(build_net("hnerv", cfg), 8), HNeRVEncoder(cfg), QuantizedLatents(cfg.emb_ch),
-                 frames=4).to("meta")
+    step = HNeRVStep(QuantizedNet(build_net("hnerv", cfg), 8), 4, cfg).to("meta")
     for idx in (torch.tensor([0, 1]), torch.tensor([2, 1])):
         y, bits = step(torch.zeros(2, 3, Hp, Wp, device="meta"), 2.0, idx)
         assert y.device.type == "meta" and bits.device.type == "meta"

@@ -60,7 +60,7 @@ def test_rate_control_leads_by_the_trend_of_the_coded_bits():
 
 
 def test_a_short_plan_is_steered_within_its_epochs():
-    from neural_codecs.models.inr.fit import RATE_LAG_STEPS, RATE_UPDATES, _steer_every
+    from neural_codecs.models.inr.train import RATE_LAG_STEPS, RATE_UPDATES, steer_every as _steer_every
 
     rc = RateControl(0.02, 1000.0)
     assert _steer_every(rc, 55 * 240, 240) == 240 and rc.lead == 0.0  # the default: once an epoch
@@ -273,7 +273,7 @@ def test_bf16_training_still_decodes_to_the_encoders_evaluation():
     res = nerv.encode(clip, 25, model="hnerv", size=3000, options=FitOptions(epochs=2, batch=3, precision="bf16"))
     frames, _ = nerv.decode(res.data)
     assert np.array_equal(frames, res.frames)  # training in bf16; evaluation and decoding in float32
-    from neural_codecs.models.inr.fit import native_bf16, resolve_precision
+    from neural_codecs.models.inr.train import native_bf16, resolve_precision
 
     auto = resolve_precision(FitOptions())
     assert auto.precision == ("bf16" if native_bf16() else "fp32")
@@ -352,13 +352,13 @@ def test_cli_ctrl_c_writes_the_network_trained_so_far(clip_path, tmp_path):
 
 
 def test_nirvana_sizing_holds_small_budgets():
-    from neural_codecs.models.inr import nirvana_params
+    from neural_codecs.models.inr import NirvanaConfig, nirvana_params
 
     small = nerv.make_config("nirvana", 72, 128, 32, bpp=0.05)
     assert small.hidden >= 16
     g = -(-32 // small.group)
     # under the per-group share of the budget the sizing assumed (it used to be 2.2x over it)
     share = nerv._budget("nirvana", 72, 128, 32, 0.05, 16) / (1 + 0.35 * (g - 1))
-    assert nirvana_params(small) <= max(share, nirvana_params(nerv.NirvanaConfig(72, 128, hidden=16, feat_ch=4)))
+    assert nirvana_params(small) <= max(share, nirvana_params(NirvanaConfig(72, 128, hidden=16, feat_ch=4)))
     large = nerv.make_config("nirvana", 180, 320, 240, bpp=0.05)
     assert large.feat_ch == 8 and large.hidden > 64

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from neural_codecs.codec import nerv
 from neural_codecs.codec.metrics import psnr
 from neural_codecs.codec.video_io import write_video
-from neural_codecs.models.inr import FitOptions
+from neural_codecs.models.inr import FitOptions, NirvanaOptions
 from neural_codecs.models.inr.distributed import Team, leave, segment, share, team
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,17 +70,19 @@ def test_a_later_rank_burns_in_and_keeps_only_its_segment(monkeypatch):
     """Rank 1 of 2, in one process: it trains the groups before its segment first (progress shows
     them), hands rank 0 only its own groups, and its first kept group has no reference."""
     fit_mod = sys.modules["neural_codecs.models.inr.fit"]
+    chain = sys.modules["neural_codecs.models.inr.nirvana"]
     sent, seen, refs = {}, [], []
-    real_set_reference = fit_mod.QuantizedNet.set_reference
-    monkeypatch.setattr(fit_mod.QuantizedNet, "set_reference",
+    real_set_reference = chain.QuantizedNet.set_reference
+    monkeypatch.setattr(chain.QuantizedNet, "set_reference",
                         lambda self, r: refs.append(r is not None) or real_set_reference(self, r))
-    monkeypatch.setattr(fit_mod, "team", lambda: Team(1, 2))
-    monkeypatch.setattr(fit_mod, "broadcast_from_root", lambda obj, t: obj)
+    for mod in (fit_mod, chain):
+        monkeypatch.setattr(mod, "team", lambda: Team(1, 2))
+    monkeypatch.setattr(chain, "broadcast_from_root", lambda obj, t: obj)
     monkeypatch.setattr(fit_mod, "barrier", lambda t: None)
-    monkeypatch.setattr(fit_mod, "gather_to_root", lambda obj, t: sent.setdefault("done", obj) and None)
+    monkeypatch.setattr(chain, "gather_to_root", lambda obj, t: sent.setdefault("done", obj) and None)
     frames = clip()
     cfg = nerv.make_config("nirvana", 20, 28, 8, size=4000, group=2)
-    res = fit_mod.fit(frames, "nirvana", cfg, FitOptions(epochs=2, burn_in=2),
+    res = fit_mod.fit(frames, "nirvana", cfg, FitOptions(epochs=2, model=NirvanaOptions(burn_in=2)),
                       progress=lambda step, total, info: seen.append((step, total, info["group"])))
     assert res is None
     # 4 groups; rank 1 of 2 with a burn-in of 2 groups at 1 epoch each (half of 2) keeps group 3

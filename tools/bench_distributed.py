@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     from neural_codecs.codec import nerv
     from neural_codecs.codec.metrics import ms_ssim, psnr
     from neural_codecs.codec.video_io import read_video
-    from neural_codecs.models.inr import FitOptions
+    from neural_codecs.models.inr import NirvanaOptions
 
     ref = read_video(args.clip).frames
     T, H, W, _ = ref.shape
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
               f"{r['psnr']:.2f} dB, MS-SSIM {r['ms_ssim']:.4f}, {r['bpp']:.5f} bpp"
               + ("" if r["identical_files"] else "; the repeats wrote DIFFERENT files"))
     a, b = rows[1], rows[args.ranks]
-    burn_epochs = FitOptions(epochs=args.epochs, burn_epochs=args.burn_epochs).burn_group_epochs()
+    burn_epochs = NirvanaOptions(burn_epochs=args.burn_epochs).burn_group_epochs(args.epochs)
     summary = {"speedup": a["seconds"] / b["seconds"],
                "pair_speedups": [x / y for x, y in zip(times[1], times[args.ranks])],
                "psnr_lost_db": a["psnr"] - b["psnr"],

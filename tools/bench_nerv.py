@@ -40,7 +40,7 @@ from neural_codecs.codec import nerv  # noqa: E402
 from neural_codecs.codec.cli.nerv import parse_size  # noqa: E402
 from neural_codecs.codec.metrics import ms_ssim, psnr  # noqa: E402
 from neural_codecs.codec.video_io import read_video  # noqa: E402
-from neural_codecs.models.inr import FitOptions  # noqa: E402
+from neural_codecs.models.inr import FitOptions, NirvanaOptions  # noqa: E402
 
 DEFAULT_RUNS = ["hnerv:size=100k,epochs=60", "nervpp:size=100k,epochs=60", "nirvana:size=100k,epochs=40"]
 
@@ -72,8 +72,11 @@ def machine() -> str:
 def run_nerv(frames: np.ndarray, fps, model: str, kw: dict, out: Path, repeats: int, device: str,
              log=print) -> dict:
     epochs, budget = nerv.training_plan(model, kw.get("preset", nerv.DEFAULT_PRESET), kw.get("epochs"), kw.get("time"))
-    opts = FitOptions(device=device, target_psnr=kw.get("psnr"), epochs=epochs, time_budget=budget,
-                      **{k: kw[k] for k in ("lam", "lr", "batch", "start_epochs", "first_epochs") if k in kw})
+    own = {"target_psnr": kw.get("psnr"), **{k: kw[k] for k in ("start_epochs", "first_epochs") if k in kw}}
+    own = {k: v for k, v in own.items() if v is not None}
+    opts = FitOptions(device=device, epochs=epochs, time_budget=budget,
+                      model=NirvanaOptions(**own) if own else None,
+                      **{k: kw[k] for k in ("lam", "lr", "batch") if k in kw})
     last = [0.0]
 
     def progress(step, total, info):

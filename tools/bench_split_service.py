@@ -1,4 +1,4 @@
-"""Measure `splitcodec serve` under slow and hostile clients (issue 23, item 5). Loopback only.
+"""Measure `splitcodec serve` under slow and hostile clients. Loopback only.
 
 The server runs in a child process (this script with ``--child``) so that its threads, open files
 and memory (RSS) are read from /proc without the clients' share. Every loop is bounded.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""A standing mutation fuzzer for every decoder family of the library (issue 23).
+"""A standing mutation fuzzer for every decoder family of the library.
 
     python tools/fuzz.py --family pcz|pcz-archive|nerv|split|container|all --count N --seed S \
                          --jobs J --out DIR
@@ -739,14 +739,14 @@ def _run_one(family: str, data: bytes, mem_limit: int) -> dict:
 
 #: Families whose hangs get a faulthandler dump of where they spend their time. Not the torch
 #: families: faulthandler's watchdog thread walks the other threads' frames while they run, and
-#: with torch's kernels running it segfaulted the child (2 of 100,000 nerv inputs, both legitimate
-#: decodes still running at the dump); their hangs are reported without a stack.
+#: with torch's kernels running that can segfault the child, even in a legitimate decode; their
+#: hangs are reported without a stack.
 DUMP_FAMILIES = frozenset({"pcz", "pcz-archive", "container"})
 
 
 def _die_with_parent() -> None:
-    """Linux: ask the kernel to kill this child when the fuzzer dies (a campaign stopped with
-    SIGKILL otherwise left its workers decoding orphaned inputs for minutes)."""
+    """Linux: ask the kernel to kill this child when the fuzzer dies (otherwise a campaign stopped
+    with SIGKILL leaves its workers decoding orphaned inputs for minutes)."""
     try:
         import ctypes
 
@@ -920,8 +920,8 @@ class Worker:
 
 
 #: What a legitimate nerv decode may take per declared frame and per declared pixel, about four
-#: times the measured cost: a NeRV++ file forged to 16,383 frames of 32x32 rendered in 46 s idle
-#: (2.8 ms a frame, most of it per-frame overhead); HNeRV 320x180 renders at 69 fps.
+#: times the measured cost: a NeRV++ file forged to 16,383 frames of 32x32 renders in 46 s on an
+#: idle machine (2.8 ms a frame, most of it per-frame overhead); HNeRV 320x180 renders at 69 fps.
 NERV_FRAME_S = 1e-2
 NERV_PIXEL_S = 1e-6
 #: The most a campaign waits for such a decode beyond the base limit. A file whose header asks for
@@ -932,9 +932,9 @@ DECLARED_CAP_S = 50.0
 
 def declared_work(family: str, data: bytes) -> float:
     """Seconds the output a nerv file's header declares really needs, when the header is within
-    the decoder's default limits (the issue's bound: a decode may take long only when its header
-    declares output, within the limits, that needs it). 0 for other families, whose limits bound
-    the work by the bytes (pcz's subpixels per payload byte) or by small fixed sizes."""
+    the decoder's default limits (the campaign's bound: a decode may take long only when its
+    header declares output, within the limits, that needs it). 0 for other families, whose limits
+    bound the work by the bytes (pcz's subpixels per payload byte) or by small fixed sizes."""
     if family != "nerv":
         return 0.0
     try:

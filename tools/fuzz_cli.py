@@ -1,4 +1,4 @@
-"""The CLI contract under damaged files (issue 23): each command, handed N mutated files, either
+"""The CLI contract under damaged files: each command, handed N mutated files, either
 decodes, or refuses with exit status 2 and exactly one stderr line (``PROG: FILE: problem``),
 leaving nothing on disk.
 

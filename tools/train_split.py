@@ -16,11 +16,12 @@ trained in the paper's two stages: :meth:`EntropicStudent.train_stage1` (feature
 β · rate, Adam 1e-3 decaying along a cosine; ``--schedule1 constant`` keeps the paper's constant
 rate) and :meth:`~EntropicStudent.train_stage2` (decoder + tail on CE + KL, Adam 1e-3 with a cosine
 decay; ``--optimizer2 sgd`` for the paper's SGD 1e-3 momentum 0.9), both on batches of 16 (steps,
-not images seen, limit a CPU-sized run). The default 16 + 24 epochs are what RESULTS.md's students
-were trained with (about 15 minutes per β at 64 px on 2 cores); at β 1 they gave 71.3 % top-1 at
-232 bytes/image where 6 + 10 epochs at a constant stage-1 rate gave 68.1 % at 234. Written with :func:`codec.split.save_models` as
-``DIR/student_b{β}_edge.npz`` / ``_server.npz`` (+ ``student_b{β}.json``), then measured on val by
-really encoding every image with ``EdgeEncoder`` and decoding the bytes with ``ServerDecoder``.
+not images seen, limit a CPU-sized run). The default is 16 + 24 epochs (about 15 minutes per β at
+64 px on 2 cores), RESULTS.md's recipe, because at β 1 it gives 71.3 % top-1 at 232 bytes/image
+where 6 + 10 epochs at a constant stage-1 rate give 68.1 % at 234. Written with
+:func:`codec.split.save_models` as ``DIR/student_b{β}_edge.npz`` / ``_server.npz``
+(+ ``student_b{β}.json``), then measured on val by really encoding every image with
+``EdgeEncoder`` and decoding the bytes with ``ServerDecoder``.
 Existing students are skipped unless ``--force`` (so an interrupted sweep resumes).
 
 **β's unit.** ``--betas`` weighs *bits per input pixel* (``loss = Σ MSE + β · bits / res²``), so

@@ -26,6 +26,7 @@ from neural_codecs import bitstream as bs  # noqa: E402
 
 from . import UsageError, add_version, read_input, show_progress, real, run, whole  # noqa: E402
 from .. import nerv  # noqa: E402
+from neural_codecs.models.inr import get_kind  # noqa: E402
 from ..cpu import set_threads  # noqa: E402
 from ..metrics import ms_ssim, psnr  # noqa: E402
 from ..video_io import check_video_output, read_video, write_video  # noqa: E402
@@ -194,9 +195,7 @@ def cmd_encode(args) -> None:
     from neural_codecs.models.inr import FitOptions
     from neural_codecs.models.inr import distributed as dd
 
-    for flag in ("target_psnr", "start_epochs", "first_epochs"):
-        if getattr(args, flag) is not None and args.model != "nirvana":
-            raise UsageError(f"--{flag.replace('_', '-')} applies to --model nirvana only, not {args.model}")
+    model_options = _model_options(args)
     out = Path(args.output) if args.output else Path(args.input).with_suffix(".nerv")
     bs.check_output(out, force=args.force, inputs=[args.input])
     video = read_video(args.input, start=args.start, count=args.frames, size=args.scale,
@@ -212,10 +211,8 @@ def cmd_encode(args) -> None:
         quiet = args.quiet or not tm.root
         epochs, budget = nerv.training_plan(args.model, args.preset, args.epochs, args.time)
         opts = FitOptions(epochs=epochs, lr=args.lr, lam=args.lam if args.lam is not None else FitOptions.lam,
-                          batch=args.batch, seed=args.seed, device=device, burn_in=args.burn_in,
-                          burn_epochs=args.burn_epochs, target_psnr=args.target_psnr,
-                          start_epochs=args.start_epochs, first_epochs=args.first_epochs, time_budget=budget,
-                          adapt_threads=args.threads is None)
+                          batch=args.batch, seed=args.seed, device=device, time_budget=budget,
+                          adapt_threads=args.threads is None, model=model_options)
         rate_control = args.lam is None and args.size is None
         cfg, opts = nerv.prepare(video.frames, video.fps, model=args.model, size=args.size, bpp=args.bpp,
                                  options=opts, group=args.group, rate_control=rate_control)
@@ -240,6 +237,27 @@ def cmd_encode(args) -> None:
         dd.finish()
 
 
+def _model_options(args):
+    """The chosen kind's own options from its flags (a flag per field of its ``options`` class;
+    None: its defaults). A flag of another kind's options is refused, naming the kinds it is for."""
+    import dataclasses
+
+    chosen = get_kind(args.model)
+    given = {}
+    for name in nerv.KINDS:
+        opts_type = get_kind(name).options
+        for f in dataclasses.fields(opts_type) if opts_type else ():
+            if getattr(args, f.name, None) is None:
+                continue
+            if opts_type is not chosen.options:
+                owners = [k for k in nerv.KINDS if get_kind(k).options and f.name in
+                          {g.name for g in dataclasses.fields(get_kind(k).options)}]
+                raise UsageError(f"--{f.name.replace('_', '-')} applies to --model {' or '.join(owners)} only, "
+                                 f"not {args.model}")
+            given[f.name] = getattr(args, f.name)
+    return chosen.options(**given) if given else None
+
+
 def _plan_line(args, video, cfg, opts, where: str, threads: int) -> str:
     """What the encode will do and about how long it will take (timed steps on this machine)."""
     params = sum(math.prod(s) for s in nerv._shapes(args.model, cfg))
@@ -247,7 +265,8 @@ def _plan_line(args, video, cfg, opts, where: str, threads: int) -> str:
         rate = f"target {opts.target_bpp:g} bpp (λ steered from {opts.lam:g})"
     else:
         rate = f"λ {opts.lam:g}"
-    unit = " per group" if args.model == "nirvana" else ""
+    kind = get_kind(args.model)
+    unit = " per group" if kind.weight_groups(cfg, video.count) > 1 else ""
     if args.time:
         plan = f"epochs planned to fit {_fmt_seconds(opts.time_budget)}"
     elif args.epochs:
@@ -256,7 +275,7 @@ def _plan_line(args, video, cfg, opts, where: str, threads: int) -> str:
         cap = f", at most {_fmt_seconds(opts.time_budget)} of training" if opts.time_budget else ""
         plan = f"{opts.epochs} epochs{unit} (preset {args.preset}{cap})"
     secs = nerv.estimate_seconds(video.frames, args.model, cfg, opts)
-    bound = "at most " if args.model == "nirvana" and opts.target_psnr is not None else "about "
+    bound = "at most " if kind.stops_early(opts) else "about "
     busy = ", one while the machine is busy" if threads > 1 and opts.adapt_threads else ""
     return (f"training {args.model}, {params:,} parameters, {rate}, {plan} on {where}{opts.device} "
             f"({threads} thread{'s' if threads > 1 else ''}{busy}): {bound}{_fmt_seconds(secs)}")
@@ -394,11 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start-epochs", type=whole(0), metavar="E",
                    help="NIRVANA: epochs of the common start, one frame of every group, that the first "
                         "group begins from (default: --epochs; 0: begin from the seeded network)")
-    p.add_argument("--burn-in", type=whole(0), default=2, metavar="N",
+    p.add_argument("--burn-in", type=whole(0), metavar="N",
                    help="NIRVANA under torchrun: groups each rank after the first trains before its own "
-                        "segment and does not keep, so its segment starts warm (%(default)s)")
+                        "segment and does not keep, so its segment starts warm (default 2)")
     p.add_argument("--burn-epochs", type=whole(1), metavar="E",
-                   help="epochs of each burn-in group (default: half of --epochs)")
+                   help="NIRVANA under torchrun: epochs of each burn-in group (default: half of --epochs)")
     p.add_argument("--fps", help="frame rate of a PNG folder (e.g. 30000/1001); default 25")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=whole(1),

@@ -41,7 +41,7 @@ class RateControl:
     predicted ``lead`` updates on at their present trend, ``log(coded / target) + lead ·
     log(coded / last update's)``. The fit updates once an epoch, or more often when it plans few
     epochs, and sets the lead from the steps between updates
-    (:data:`~models.inr.fit.RATE_LAG_STEPS`): an epoch of a short clip is a few steps, far
+    (:data:`~models.inr.train.RATE_LAG_STEPS`): an epoch of a short clip is a few steps, far
     shorter than that lag."""
 
     def __init__(self, lam: float, target_bits: float | None, lead: float = 0.0):

@@ -14,8 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .frame_fit import FrameStep, fit_frames, probe_frames
 from .hnerv import solve_width
+from .kind import InrKind
 from .layout import default_strides, leaky_sigmoid, round_up
+from .train import frame_times
 
 
 @dataclass
@@ -125,3 +128,29 @@ def nervpp_config(height: int, width: int, budget: int, strides: tuple[int, ...]
     strides = tuple(strides) if strides else default_strides(height, width)
     c0 = solve_width(lambda c: nervpp_params(NeRVppConfig(height, width, strides, c)), budget)
     return NeRVppConfig(height, width, strides, c0)
+
+
+class NeRVppKind(InrKind):
+    """NeRV++ as a nervcodec kind: one network of the frame's time, nothing stored per frame.
+    Four frames a step by default."""
+
+    name = "nervpp"
+    config = NeRVppConfig
+    field_limits = {"c0": 4096, "pe_freqs": 64, "mlp_dim": 4096, "stem_ch": 4096, "min_ch": 4096}
+    default_batch = 4
+    preset_epochs = {"fast": 12, "medium": 30, "slow": 150}
+
+    def build(self, cfg):
+        return NeRVpp(cfg)
+
+    def size(self, height, width, frames, params, group):
+        return nervpp_config(height, width, params)
+
+    def forward_frame(self, cfg, net, index, count, emb, device):
+        return net(frame_times(torch.tensor([index]), count).to(device))
+
+    def fit(self, target, cfg, opts, progress, governor):
+        return fit_frames(self, target, cfg, opts, progress, governor, FrameStep)
+
+    def probe(self, target, cfg, opts, frames):
+        return probe_frames(self, target, cfg, opts, frames, FrameStep)

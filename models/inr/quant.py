@@ -221,12 +221,10 @@ class QuantizedLatents(nn.Module):
     so each mode has its own per-channel logistic prior scale.
 
     The step starts at 0.4, coarse: it grows only slowly while training, and a fit whose
-    embeddings start fine spends its bits on them. On small frames an embedding value covers many
-    pixels and the embeddings were most of the file: 48 frames at 128x72, 0.05 bpp asked, the
-    second clip, from 0.05 they cost 1.9x the whole target at epoch 16, the rate control then
-    starved the weights (λ at its ceiling) and the file ended 17.7 dB at 0.033 bpp; from 0.4,
-    25.1 dB at 0.046 bpp (the benchmark clip: 22.4 → 23.9 dB). At 320x180 it changed little
-    (240 frames: 28.87 → 29.02 dB and 29.69 → 29.71 dB, at +2 % and +0 % bytes).
+    embeddings start fine spends its bits on them. On small frames, where an embedding value covers
+    many pixels, that starves the weights: 48 frames at 128x72 at 0.05 bpp give 17.7 dB from a
+    step of 0.05 (the embeddings alone cost 1.9x the target by epoch 16 and λ runs to its ceiling)
+    and 25.1 dB from 0.4. At 320x180 the start makes little difference.
     """
 
     def __init__(self, channels: int, init_step: float = 0.4):

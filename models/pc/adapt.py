@@ -22,7 +22,7 @@ in order, whatever the thread count.
 
 It is the classical adaptive-context idea of lossless image coders (CALIC, JPEG-LS, JPEG XL's
 MA trees adapt their statistics too) applied to a latent-variable model: the tree's structure stays,
-its numbers move. Cost: one up/down pass per patch, about 1.6x the time of fixed-model coding.
+its numbers move. Cost: one extra up/down pass over the tree per coded patch.
 
 Its kernels use numba's on-disk cache, which records this module's import name
 (``neural_codecs.models.pc.adapt``); a cache written under another name is stale.

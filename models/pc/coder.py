@@ -25,10 +25,9 @@ from the context alone (:func:`_context_pass`); missing context is marginalised 
 **Bit-exact decoding.** Everything is in the probability domain with IEEE + and x only (no exp/log,
 no fastmath, every sum in a fixed order). After every product a vector is rescaled by an exact power
 of two (frexp/ldexp) so its maximum lies in [0.5, 1), and entries below 2**-400 are set to zero.
-With model probabilities >= 2**-100 (see :func:`coding_tables`; shipped models store >= 2**-16)
-no intermediate value can become
-subnormal, so a flush-to-zero setting elsewhere cannot change a result. The model's probabilities
-are stored, not recomputed with exp at load time.
+With model probabilities >= 2**-100 (see :func:`coding_tables`; pcz model files store >= 2**-24)
+no intermediate value can become subnormal, so a flush-to-zero setting elsewhere cannot change a
+result. The model's probabilities are stored, not recomputed with exp at load time.
 """
 from __future__ import annotations
 

@@ -786,8 +786,8 @@ def fit_em(data, K: int, *, minibatch_epochs: int, batch_size: int, full_epochs:
     ``pseudocount`` is added to every expected count of the whole data set (Laplace smoothing),
     so no value ever gets probability 0 -- a compressor must be able to code any image. A
     mini-batch step adds its share, ``pseudocount * batch / N``: the prior is over the data set,
-    not per batch (per batch, 0.01 on each of 256 values outweighed the ~16 counts a state gets
-    from a batch of 512 at K = 32 and smoothed every emission toward uniform).
+    not per batch (per batch, 0.01 on each of 256 values would outweigh the ~16 counts a state
+    gets from a batch of 512 at K = 32 and smooth every emission toward uniform).
 
     Returns (model, history): history[e] is the average log-likelihood (nats per sample) of the
     training data seen in epoch e, computed by that epoch's E-steps (so for full-batch epochs it

@@ -1,0 +1,166 @@
+"""The schedule of kinds with one network for the whole clip (HNeRV, NeRV++): mini-batches of frames.
+
+A kind plugs in a :class:`FrameStep`, one training forward ``(target frames, rate scale of the
+per-frame data, frame indices) → (frames, rate in bits)``: the plain one feeds the network the
+frames' times, HNeRV's runs its encoder and quantizes the embeddings it stores. :func:`fit_frames`
+is the loop around it: λ steered to the target rate, the epochs planned into a time budget, the
+collapse guard, Ctrl-C, data parallelism over a team of ranks.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .control import Planner, RateControl, ThreadGovernor
+from .distributed import all_sum, share, team
+from .layout import crop_frames, pad_frames, psnr_from_mse
+from .quant import QuantizedNet, QuantizedTensor
+from .train import (
+    PROBE_STEPS, FitOptions, Fitted, Interruptible, Progress, Rollback, Schedule, adam, autocast, descend,
+    frame_times, steer_every, target_bits,
+)
+
+
+class FrameStep(nn.Module):
+    """One training forward as a single module, so DistributedDataParallel can wrap it. This one
+    is a time-indexed network's: the frames' times in, nothing stored per frame."""
+
+    def __init__(self, qnet: QuantizedNet, frames: int):
+        super().__init__()
+        self.qnet = qnet
+        self.frames = frames
+
+    def forward(self, x: torch.Tensor, emb_scale: float, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.qnet(frame_times(idx, self.frames).to(x.device)), self.qnet.rate_bits()
+
+    def coded_extra_bits(self) -> float:
+        """What the per-frame data costs under the coder's tables (the rate control adds it)."""
+        return 0.0
+
+    def finish(self, padded: torch.Tensor, device: str) -> tuple[list[QuantizedTensor] | None, float, torch.Tensor | None]:
+        """After training: (the per-frame integers a file stores, their estimated bits, their
+        dequantized values for rendering); None, 0, None where nothing is stored per frame."""
+        return None, 0.0, None
+
+
+def fit_frames(kind, target: torch.Tensor, cfg, opts: FitOptions, progress: Progress | None,
+               governor: ThreadGovernor, make_step) -> Fitted | None:
+    """One network for the whole clip, mini-batches of frames; ``make_step(qnet, frames)`` gives
+    the kind's :class:`FrameStep` (built after the network: the seeded initialisation draws the
+    network's weights first).
+
+    With a team of several ranks each global batch is split among them and the step is wrapped
+    in DistributedDataParallel; the loss of each rank is weighted so that the averaged gradient
+    is exactly the one-process gradient of the whole batch."""
+    dev = opts.device
+    tm = team()
+    T, _, H, W = target.shape
+    Hp, Wp = cfg.padded
+    padded = pad_frames(target, Hp, Wp)
+    qnet = QuantizedNet(kind.build(cfg), opts.bits).to(dev)
+    inner: FrameStep = make_step(qnet, T).to(dev)
+    params = list(inner.parameters())
+    step_net: nn.Module = inner
+    if tm.size > 1:
+        import warnings
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        # depthwise-conv gradients come back in another memory layout than DDP's buckets: a
+        # copy per step, harmless at these sizes, but the warning would repeat on every rank
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        step_net = DistributedDataParallel(inner)
+    steps_per_epoch = -(-T // opts.batch)
+    opt = adam(params, opts, opts.epochs * steps_per_epoch)
+    pixels = T * H * W
+    planner = Planner(opts.epochs, opts.time_budget, reserve=0.4)
+    total = opts.epochs * steps_per_epoch
+    sched = Schedule(opt, total, opts.warmup)
+    rate = RateControl(opts.lam, target_bits(opts, pixels))
+    every = steer_every(rate, total, steps_per_epoch)
+    order = torch.Generator().manual_seed(opts.seed)  # the same batches on every rank
+    torch.manual_seed(opts.seed * 7919 + 1 + tm.rank)  # noise: independent per rank
+    hist: list[dict] = []
+    step = 0
+    t0 = time.perf_counter()
+    rollback = Rollback(step_net, opt, sched)
+
+    def coded_bits() -> float:
+        return all_sum(qnet.coded_bits() + inner.coded_extra_bits(), tm) / tm.size
+
+    qnet.train()
+    epoch = 0
+    with Interruptible(tm) as stop:
+        while epoch < planner.planned and not stop.requested:
+            perm = torch.randperm(T, generator=order)
+            se = 0.0
+            for b in range(steps_per_epoch):
+                batch = perm[b * opts.batch:(b + 1) * opts.batch]
+                if len(batch) < tm.size:
+                    batch = batch.repeat(-(-tm.size // len(batch)))[:tm.size]
+                idx = share(batch, tm)
+                x = padded[idx].to(dev)
+                with autocast(opts):
+                    y, bits = step_net(x, tm.size * T / len(batch), idx)
+                y = y.float()
+                mse = F.mse_loss(crop_frames(y, H, W), crop_frames(x, H, W))
+                part = tm.size * len(idx) / len(batch)  # this rank's share of the batch mean
+                loss = descend(opt, sched, mse * part, bits, rate.lam / pixels)
+                governor.step()
+                step += 1
+                se += float(mse.detach()) * len(idx)
+                if epoch == 0 and step == PROBE_STEPS and opts.time_budget is not None:
+                    sched.replan(planner.after_steps(step, steps_per_epoch) * steps_per_epoch, first=True)
+                    every = steer_every(rate, planner.planned * steps_per_epoch, steps_per_epoch)
+                if rate.target is not None and (b + 1) % every == 0 and b + 1 < steps_per_epoch:
+                    rate.after_epoch(coded_bits())  # a long epoch of a short plan: steer within it
+                if progress:
+                    coded = float(bits.detach()) if rate.last_bits is None else rate.last_bits + opts.overhead_bits
+                    progress(step, planner.planned * steps_per_epoch,
+                             {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse.detach())),
+                              "bpp": coded / pixels, "lam": rate.lam})
+                if stop.requested:
+                    break
+            epoch += 1
+            se = all_sum(se, tm)
+            hist.append({"epoch": epoch, "psnr": psnr_from_mse(se / T), "bpp": float(bits.detach()) / pixels,
+                         "lam": rate.lam, "seconds": time.perf_counter() - t0})
+            if stop.requested:
+                hist[-1]["interrupted"] = True
+                break
+            if rollback(hist[-1]["psnr"]):
+                hist[-1]["rolled_back"] = True
+            if rate.target is not None:
+                rate.after_epoch(coded_bits())
+            sched.replan(planner.after_epoch(epoch) * steps_per_epoch)
+            every = steer_every(rate, planner.planned * steps_per_epoch, steps_per_epoch)
+    if not tm.root:
+        return None
+    qnet.eval()
+    weights = qnet.export()
+    est = float(qnet.rate_bits(noise=False).detach())
+    emb_q, emb_est, emb = inner.finish(padded, dev)
+    out = kind.render(cfg, kind.decoder(cfg, weights), count=T, frames=range(T), emb=emb, device=dev)
+    return Fitted(kind.name, cfg, [weights], emb_q, est + emb_est, out, history=hist, interrupted=stop.requested)
+
+
+def probe_frames(kind, target: torch.Tensor, cfg, opts: FitOptions, frames: int, make_step):
+    """:meth:`~models.inr.kind.InrKind.probe` of a :func:`fit_frames` kind."""
+    qnet = QuantizedNet(kind.build(cfg), opts.bits).to(opts.device)
+    step_net = make_step(qnet, len(target)).to(opts.device)
+    opt = adam(list(step_net.parameters()), opts)
+    x = pad_frames(target, *cfg.padded).to(opts.device)
+    idx = torch.arange(len(target))
+
+    def one():
+        with autocast(opts):
+            y, bits = step_net(x, 1.0, idx)
+        loss = F.mse_loss(y.float(), x) + 1e-9 * bits
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return one, -(-frames // opts.batch)
