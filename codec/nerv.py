@@ -40,7 +40,7 @@ from neural_codecs.models.inr.fit import probe_step_seconds
 from neural_codecs.models.inr.quant import ROW_CAPS, SMALL_TENSOR as QUANT_SMALL_TENSOR, TABLE_SPAN
 from neural_codecs.models.inr.hnerv import delta_coded
 
-from . import metrics
+from .eval import metrics
 
 WEIGHTS = "W"
 EMBEDDINGS = "E"

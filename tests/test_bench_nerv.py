@@ -1,7 +1,7 @@
 """The nervcodec benchmark runs end to end on a tiny clip (so the script cannot rot)."""
 import json
 
-from neural_codecs.codec.video_io import write_video
+from neural_codecs.codec.io.video import write_video
 from test_nerv import tiny_clip
 
 import bench_nerv  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 
 import fuzz  # noqa: E402
 
-#: A refusal should take under 1 s (issue 23); the test allows slack for a loaded test machine.
+#: A refusal should take under 1 s; the test allows slack for a loaded test machine.
 REFUSAL_S = 3.0
 #: Past this the child is killed and the input counts as a hang.
 KILL_S = 5.0

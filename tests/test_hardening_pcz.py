@@ -1,4 +1,4 @@
-"""Issue 23 for pcz and the shared layer: one-patch-wide images, decompression bombs refused
+"""Hardening of pcz and the shared layer: one-patch-wide images, decompression bombs refused
 promptly and cheaply, CdfTable parsing bounded by its bytes, the pcz CLI's error contract."""
 import subprocess
 import sys
@@ -12,7 +12,7 @@ from conftest import ROOT
 from neural_codecs import bitstream as bs
 from neural_codecs.bitstream.varint import encode_uvarint
 from neural_codecs.codec import pcz
-from neural_codecs.codec.images import encode_png
+from neural_codecs.codec.io.images import encode_png
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,9 @@ def test_codecs_work_beside_a_users_own_models_and_bitstream(tmp_path):
 
 
 def test_core_and_pcz_do_not_import_torch_or_av():
+    """Nor does the split service's client: an edge client posting a file needs no extra."""
     code = ("import sys, neural_codecs.bitstream, neural_codecs.codec.pcz, neural_codecs.codec.cli.pcz;"
+            "from neural_codecs.codec.serve.split import predict_remote;"
             "print(sorted(m for m in ('torch', 'av', 'pytorch_msssim', 'skimage') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

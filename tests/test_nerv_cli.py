@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from neural_codecs.codec.cli.nerv import main
-from neural_codecs.codec.video_io import read_video, write_video
+from neural_codecs.codec.io.video import read_video, write_video
 from conftest import ROOT
 from test_nerv import tiny_clip
 

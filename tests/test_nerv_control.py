@@ -288,7 +288,7 @@ def _cli(*args, **kw):
 
 @pytest.fixture(scope="module")
 def clip_path(tmp_path_factory):
-    from neural_codecs.codec.video_io import write_video
+    from neural_codecs.codec.io.video import write_video
 
     path = tmp_path_factory.mktemp("ctl") / "clip.mkv"
     write_video(path, tiny_clip(T=6, H=24, W=32), 24, lossless=True)

@@ -16,8 +16,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from neural_codecs.codec import nerv
-from neural_codecs.codec.metrics import psnr
-from neural_codecs.codec.video_io import write_video
+from neural_codecs.codec.eval.metrics import psnr
+from neural_codecs.codec.io.video import write_video
 from neural_codecs.models.inr import FitOptions, NirvanaOptions
 from neural_codecs.models.inr.distributed import Team, leave, segment, share, team
 

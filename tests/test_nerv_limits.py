@@ -1,4 +1,4 @@
-"""nervcodec decoder limits (issue 23): forged headers are refused from the header alone, promptly,
+"""nervcodec decoder limits: forged headers are refused from the header alone, promptly,
 and decode once the caller raises the limit they are over."""
 import json
 import subprocess

@@ -9,7 +9,7 @@ import pytest
 
 from neural_codecs import bitstream as bs
 from neural_codecs.codec import pcz
-from neural_codecs.codec.images import encode_png, read_idx
+from neural_codecs.codec.io.images import encode_png, read_idx
 from neural_codecs.models.pc.coder import naive_conditionals
 
 import pcz_sample as golden  # noqa: E402
@@ -187,7 +187,7 @@ def test_cli_roundtrip_and_refusals(tmp_path):
     assert r.returncode == 0, r.stderr
     r = pcz_cli("decompress", "a.pcz", "-o", "b.png", "--model", golden.PATCH_MODEL, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    from neural_codecs.codec.images import read_image
+    from neural_codecs.codec.io.images import read_image
     assert np.array_equal(read_image(tmp_path / "b.png"), img)
     # Refuses to overwrite, and never overwrites its input even with --force.
     r = pcz_cli("compress", "a.png", "--model", golden.PATCH_MODEL, cwd=tmp_path)
@@ -274,7 +274,7 @@ def test_cli_finds_shipped_model_by_hash(tmp_path):
     assert pcz_cli("compress", "a.png", cwd=tmp_path).returncode == 0  # default model chosen by image type
     r = pcz_cli("decompress", "a.pcz", "-o", "b.png", cwd=tmp_path)  # model found from the file's hash
     assert r.returncode == 0, r.stderr
-    from neural_codecs.codec.images import read_image
+    from neural_codecs.codec.io.images import read_image
     assert np.array_equal(read_image(tmp_path / "b.png"), img)
     data = (tmp_path / "a.pcz").read_bytes()
     assert bs.read_container(data)[0].model_hash == pcz.load_model("natural-rgb").hash

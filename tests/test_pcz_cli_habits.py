@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from neural_codecs.codec.images import encode_png, read_image
+from neural_codecs.codec.io.images import encode_png, read_image
 
 
 def pcz(*args, cwd, stdin: bytes | None = None):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neural_codecs.codec.video_io import write_video
+from neural_codecs.codec.io.video import write_video
 from conftest import ROOT
 from test_split_tools import _fake_imagenette
 

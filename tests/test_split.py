@@ -21,7 +21,7 @@ from neural_codecs.bitstream import (AbsurdSizeError, BitstreamError, CRCMismatc
                        TruncatedError)
 from neural_codecs.codec import split
 from neural_codecs.codec.cli.split import main as cli_main
-from neural_codecs.codec.split_service import RemoteError, make_server, predict_remote
+from neural_codecs.codec.serve.split import RemoteError, make_server, predict_remote
 from conftest import GOLDEN, ROOT
 from neural_codecs.models.split import (GDN, IGDN, EntropicStudent, EntropyBottleneck, ResNetTail, latent_side,
                           resnet18, resnet34, resnet50)
@@ -562,7 +562,7 @@ def test_help_teaches():
 
 
 def test_shipped_default_models_work_out_of_the_box(tmp_path):
-    """The models in codec/split_models (tools/train_split_defaults.py): they load by the name
+    """The models in codec/split/shipped (tools/train_split_defaults.py): they load by the name
     "default", pair, stay small, and `splitcodec encode` / `decode` use them without -m."""
     from PIL import Image
     from skimage import data as skdata
@@ -591,7 +591,7 @@ def test_shipped_default_models_work_out_of_the_box(tmp_path):
 def test_cli_pipes_and_output_names(tmp_path):
     """``splitcodec encode - < photo.png | splitcodec decode -``, with the shipped models; an output
     not named .split is refused."""
-    from neural_codecs.codec.images import encode_png
+    from neural_codecs.codec.io.images import encode_png
 
     png = encode_png(np.full((40, 50, 3), 90, np.uint8))
     cli = [sys.executable, "-m", "neural_codecs.codec.cli.split"]

@@ -1,5 +1,5 @@
 """`splitcodec serve` under slow and hostile clients: read and request timeouts, the connection cap,
-keep-alive latency, and the same JSON answers for bad requests (issue 23, item 5).
+keep-alive latency, and the same JSON answers for bad requests.
 
 Small timeouts (well under a second to a second) keep the whole file to a few seconds. The shipped
 default models serve; loopback only.
@@ -17,9 +17,10 @@ import pytest
 
 pytest.importorskip("waitress", reason="the [serve] extra (waitress) is not installed")
 
-from neural_codecs.codec import split, split_service  # noqa: E402
+from neural_codecs.codec import split  # noqa: E402
+from neural_codecs.codec.serve import split as split_service  # noqa: E402
 from neural_codecs.codec.cli.split import main as cli_main  # noqa: E402
-from neural_codecs.codec.split_service import RemoteError, make_server, predict_remote  # noqa: E402
+from neural_codecs.codec.serve.split import RemoteError, make_server, predict_remote  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Video input/output (codec.video_io), metrics (codec.metrics) and the classical baselines tool."""
+"""Video input/output (codec.io.video), metrics (codec.eval.metrics) and the classical baselines tool."""
 import importlib.util
 import os
 from fractions import Fraction
@@ -9,8 +9,8 @@ import pytest
 
 from neural_codecs.bitstream import AbsurdSizeError, CodecError
 from neural_codecs.bitstream.errors import OutputExistsError
-from neural_codecs.codec.metrics import ms_ssim, ms_ssim_levels, psnr, psnr_per_frame
-from neural_codecs.codec.video_io import (Video, VideoFormatError, area_resize, iter_video, probe_video, read_video,
+from neural_codecs.codec.eval.metrics import ms_ssim, ms_ssim_levels, psnr, psnr_per_frame
+from neural_codecs.codec.io.video import (Video, VideoFormatError, area_resize, iter_video, probe_video, read_video,
                             write_video)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,7 +267,7 @@ def test_reduced_ms_ssim_matches_pytorch_msssim():
     import torch
     from pytorch_msssim import ms_ssim as reference
 
-    from neural_codecs.codec.metrics import MS_SSIM_WEIGHTS, _ms_ssim_reduced
+    from neural_codecs.codec.eval.metrics import MS_SSIM_WEIGHTS, _ms_ssim_reduced
 
     rng = np.random.default_rng(2)
     a = rng.integers(0, 256, (2, 3, 168, 176)).astype(np.float32)

@@ -61,8 +61,8 @@ def main(argv=None) -> int:
         files[args.ranks].add(many.read_bytes())
 
     from neural_codecs.codec import nerv
-    from neural_codecs.codec.metrics import ms_ssim, psnr
-    from neural_codecs.codec.video_io import read_video
+    from neural_codecs.codec.eval.metrics import ms_ssim, psnr
+    from neural_codecs.codec.io.video import read_video
     from neural_codecs.models.inr import NirvanaOptions
 
     ref = read_video(args.clip).frames

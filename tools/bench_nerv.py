@@ -38,8 +38,8 @@ import torch  # noqa: E402
 from bench_common import pyplot  # noqa: E402
 from neural_codecs.codec import nerv  # noqa: E402
 from neural_codecs.codec.cli.nerv import parse_size  # noqa: E402
-from neural_codecs.codec.metrics import ms_ssim, psnr  # noqa: E402
-from neural_codecs.codec.video_io import read_video  # noqa: E402
+from neural_codecs.codec.eval.metrics import ms_ssim, psnr  # noqa: E402
+from neural_codecs.codec.io.video import read_video  # noqa: E402
 from neural_codecs.models.inr import FitOptions, NirvanaOptions  # noqa: E402
 
 DEFAULT_RUNS = ["hnerv:size=100k,epochs=60", "nervpp:size=100k,epochs=60", "nirvana:size=100k,epochs=40"]

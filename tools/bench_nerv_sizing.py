@@ -21,8 +21,8 @@ from neural_codecs.codec.cpu import calm_spinning, set_threads  # noqa: E402
 calm_spinning()  # before torch loads (codec/cpu.py)
 
 from neural_codecs.codec import nerv  # noqa: E402
-from neural_codecs.codec.metrics import psnr  # noqa: E402
-from neural_codecs.codec.video_io import read_video  # noqa: E402
+from neural_codecs.codec.eval.metrics import psnr  # noqa: E402
+from neural_codecs.codec.io.video import read_video  # noqa: E402
 from neural_codecs.models.inr import FitOptions  # noqa: E402
 
 

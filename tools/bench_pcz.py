@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from neural_codecs.codec import pcz
-from neural_codecs.codec.images import read_idx, read_image
+from neural_codecs.codec.io.images import read_idx, read_image
 from neural_codecs.models.pc.coder import fast_conditionals, naive_conditionals
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -40,7 +40,7 @@ def child(args) -> None:
     import logging
 
     from neural_codecs.codec import split
-    from neural_codecs.codec.split_service import make_server
+    from neural_codecs.codec.serve.split import make_server
 
     logging.getLogger("waitress").setLevel(logging.ERROR)  # "task queue depth" notices under load
     server = make_server(split.ServerDecoder(), "127.0.0.1", 0, quiet=True, read_timeout=args.read_timeout,

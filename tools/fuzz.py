@@ -687,7 +687,7 @@ def _where(tb) -> str:
 
 
 def _project_path(filename: str) -> str | None:
-    """``codec/pcz.py`` for a file of the library under ROOT, else None (torch, numpy, this tool)."""
+    """``codec/pcz/tiling.py`` for a file of the library under ROOT, else None (torch, numpy, this tool)."""
     try:
         rel = Path(filename).resolve().relative_to(ROOT)
     except (ValueError, OSError):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from neural_codecs.codec.cli import exit_on_error
-from neural_codecs.codec.video_io import probe_video, read_video, write_video
+from neural_codecs.codec.io.video import probe_video, read_video, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = Path(__file__).resolve().parents[2] / "shared/data/video/big_buck_bunny_360p.mp4"

@@ -131,10 +131,10 @@ def demo_nerv(outdir: Path, force: bool, clip: np.ndarray | None = None, epochs:
     import time
 
     from neural_codecs.codec import nerv
-    from neural_codecs.codec.metrics import psnr
+    from neural_codecs.codec.eval.metrics import psnr
 
     set_threads()
-    from neural_codecs.codec.video_io import read_video, write_video
+    from neural_codecs.codec.io.video import read_video, write_video
     from neural_codecs.models.inr import FitOptions
 
     clip = demo_clip() if clip is None else clip

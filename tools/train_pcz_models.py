@@ -22,8 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from neural_codecs.codec import pcz
-from neural_codecs.codec.images import luma, read_idx, read_image
-from neural_codecs.codec.pcz_train import sample_patches, train
+from neural_codecs.codec.io.images import luma, read_idx, read_image
+from neural_codecs.codec.train.pcz import sample_patches, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

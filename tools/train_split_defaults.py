@@ -4,7 +4,7 @@
 
 One fixed, seeded recipe run through ``tools/train_split.py`` (printed before it runs, so each step
 can also be run by hand): a ResNet-18 teacher at width 16 on 64×64 Imagenette *train* crops, then one
-Entropic Student from it; the student's edge and server files are copied to ``codec/split_models/``
+Entropic Student from it; the student's edge and server files are copied to ``codec/split/shipped/``
 (``edge.npz``, ``server.npz``) with ``default.json`` beside them (recipe, val top-1, bytes per image,
 hashes). The recipe is sized for 2 CPU cores (about a quarter of an hour), not for accuracy: it
 exists so that ``splitcodec`` runs out of the box; train your own with ``tools/train_split.py``.

@@ -19,7 +19,7 @@ import numpy as np
 
 from neural_codecs import bitstream as bs
 from neural_codecs.codec import pcz
-from neural_codecs.codec.images import luma
+from neural_codecs.codec.io.images import luma
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neural_codecs.codec.metrics import ms_ssim, psnr
+from neural_codecs.codec.eval.metrics import ms_ssim, psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
@@ -166,7 +166,7 @@ def _crf_lists(specs: list[str] | None, codecs: list[str]) -> dict[str, list[int
 
 def main(argv=None) -> None:
     from neural_codecs.codec.cli import exit_on_error
-    from neural_codecs.codec.video_io import read_video
+    from neural_codecs.codec.io.video import read_video
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("clip", type=Path, help="video file or directory of PNG frames")

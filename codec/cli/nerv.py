@@ -1,6 +1,6 @@
 """``nervcodec``: video stored as a neural network (command line).
 
-A thin shell over :mod:`codec.nerv` and :mod:`codec.video_io`; see ``nervcodec --help``.
+A thin shell over :mod:`codec.nerv` and :mod:`codec.io.video`; see ``nervcodec --help``.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from . import UsageError, add_version, read_input, show_progress, real, run, who
 from .. import nerv  # noqa: E402
 from neural_codecs.models.inr import get_kind  # noqa: E402
 from ..cpu import set_threads  # noqa: E402
-from ..metrics import ms_ssim, psnr  # noqa: E402
-from ..video_io import check_video_output, read_video, write_video  # noqa: E402
+from ..eval.metrics import ms_ssim, psnr  # noqa: E402
+from ..io.video import check_video_output, read_video, write_video  # noqa: E402
 
 PROG = "nervcodec"
 #: Most bytes read from stdin for ``nervcodec decode -``.

@@ -23,8 +23,8 @@ from neural_codecs.models.pc.adapt import check_setting
 
 from . import STDIO, UsageError, add_version, read_input, real, run, show_progress, whole
 from .. import pcz
-from ..images import encode_png, luma, read_image
-from ..pcz_train import is_idx, list_inputs, load_same_size, sample_patches, train
+from ..io.images import encode_png, luma, read_image
+from ..train.pcz import is_idx, list_inputs, load_same_size, sample_patches, train
 
 PROG = "pcz"
 

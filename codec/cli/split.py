@@ -1,6 +1,6 @@
 """``splitcodec``: the Entropic Student split-computing codec (command line).
 
-A thin shell over :mod:`codec.split` and :mod:`codec.split_service`; see ``splitcodec --help``.
+A thin shell over :mod:`codec.split` and :mod:`codec.serve.split`; see ``splitcodec --help``.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def cmd_encode(args) -> None:
     import io
 
     from .. import split
-    from ..images import read_image
+    from ..io.images import read_image
 
     piped = args.input == "-"
     if args.output:
@@ -101,7 +101,7 @@ def cmd_decode(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    from .. import split_service as svc
+    from ..serve import split as svc
 
     if not svc.serving_available():  # before loading any model: say at once what to install
         print(f"{PROG}: error: {svc.INSTALL_HINT}", file=sys.stderr)
@@ -132,7 +132,7 @@ def cmd_eval(args) -> None:
     import time
 
     from .. import split
-    from ..images import read_image
+    from ..io.images import read_image
 
     root = Path(args.folder)
     if not root.is_dir():

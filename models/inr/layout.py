@@ -52,7 +52,7 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 def psnr_from_mse(mse: float) -> float:
     """PSNR of a mean squared error of values in [0, 1], as training reports it (the codecs' PSNR
-    of 8-bit frames is :func:`neural_codecs.codec.metrics.psnr`; models do not import codecs)."""
+    of 8-bit frames is :func:`neural_codecs.codec.eval.metrics.psnr`; models do not import codecs)."""
     return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
 
 

@@ -26,7 +26,8 @@ adds a whole-request deadline (a client trickling a byte a second is not idle, b
 JSON error bodies, and a bounded drain of refused bodies so that a client still sending one reads
 our 413 instead of a reset connection.
 
-:func:`predict_remote` is the matching client (standard library only; it needs no extra).
+:func:`predict_remote` is the matching client: standard library only, so an edge client imports
+it with neither the ``serve`` nor the ``split`` extra (no torch).
 """
 from __future__ import annotations
 

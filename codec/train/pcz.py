@@ -12,8 +12,8 @@ import numpy as np
 
 from neural_codecs.models.pc import fit_em
 
-from .images import ImageFormatError, read_idx, read_image
-from .pcz import PatchLayout, PczModel
+from ..io.images import ImageFormatError, read_idx, read_image
+from ..pcz.model import PatchLayout, PczModel
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 

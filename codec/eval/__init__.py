@@ -1,0 +1,1 @@
+"""Measuring what a codec gives: quality metrics (:mod:`codec.eval.metrics`: PSNR, MS-SSIM)."""
