@@ -23,6 +23,7 @@ Its kernels use numba's on-disk cache, which records this module's import name
 """
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass, field
 
 import constriction
@@ -30,7 +31,6 @@ import numba
 import numpy as np
 
 from .errors import AbsurdSizeError, MalformedError, TruncatedError
-from .kernels import parallel_and_serial
 from .varint import decode_svarint, decode_uvarint, encode_svarint, encode_uvarint
 
 _model = constriction.stream.model
@@ -98,8 +98,23 @@ def _quantize_rows_body(p, total_count, out_scale):  # pragma: no cover - compil
     return out, totals
 
 
+def _compiled_twice(body):
+    """(threaded, single-thread) compilations of ``body``, each a renamed copy: numba's on-disk
+    cache names its files after a function's qualified name and first line, so two wrappers of one
+    function would share cache files and could load each other's machine code (the threaded
+    kernel then runs on one core). ``models/pc/kernels.py`` does the same for the circuits' kernels;
+    the entropy layer imports nothing of ours, so it keeps this copy."""
+    def renamed(suffix):
+        g = types.FunctionType(body.__code__, body.__globals__, body.__name__ + suffix, body.__defaults__,
+                               body.__closure__)
+        g.__qualname__, g.__doc__, g.__module__ = body.__qualname__ + suffix, body.__doc__, body.__module__
+        return g
+    return (numba.njit(cache=True, nogil=True, parallel=True)(renamed("_par")),
+            numba.njit(cache=True, nogil=True)(renamed("_ser")))
+
+
 # Threads pay off only for many rows; rows are independent, so both versions agree bit for bit.
-_quantize_rows_par, _quantize_rows_ser = parallel_and_serial(_quantize_rows_body)
+_quantize_rows_par, _quantize_rows_ser = _compiled_twice(_quantize_rows_body)
 
 
 def _quantized(probs, precision: int, out_scale: float):

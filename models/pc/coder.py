@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from neural_codecs.bitstream.kernels import parallel_and_serial
+from .kernels import parallel_and_serial
 
 #: Smallest nonzero model probability the coder accepts (kept well inside the normal range).
 MIN_PROB = 2.0 ** -100
