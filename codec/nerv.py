@@ -233,11 +233,10 @@ def params_to_config(header: bs.Header, name: str | None, limits: Limits = DEFAU
     _within(H * W, limits.max_pixels, f"padded frame {W}x{H}", "max-pixels", name)
     _within(T, limits.max_frames, "frame count", "max-frames", name)
     _within(T * H * W, limits.max_output, "frames x pixels", "max-output", name)
-    with torch.device("meta"):
-        try:
-            n = sum(p.numel() for p in get_kind(kind).build(cfg).parameters())
-        except (ValueError, RuntimeError) as err:
-            raise NervError(f"model config does not build a network ({err})", name) from None
+    try:
+        n = sum(math.prod(s) for s in model.shapes(cfg))
+    except (ValueError, RuntimeError) as err:
+        raise NervError(f"model config does not build a network ({err})", name) from None
     _within(n, limits.max_params, "network parameters", "max-params", name)
     return kind, cfg, version
 

@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from neural_codecs.codec import nerv
-from neural_codecs.models.inr import KINDS, FitOptions, InrKind, get_kind, registry
-from neural_codecs.models.inr.frame_fit import FrameStep, fit_frames, probe_frames
-from neural_codecs.models.inr.train import frame_times
+from neural_codecs.models.inr import KINDS, FitOptions, get_kind, registry
+from neural_codecs.models.inr.frame_fit import FrameKind
 
 
 @dataclasses.dataclass
@@ -42,7 +41,7 @@ class TinyNet(nn.Module):
         return y.view(-1, 3, self.cfg.height, self.cfg.width)
 
 
-class Tiny(InrKind):
+class Tiny(FrameKind):
     """A model nervcodec has never heard of, written as a user adding one would."""
 
     name = "tiny"
@@ -54,15 +53,6 @@ class Tiny(InrKind):
 
     def size(self, height, width, frames, params, group):
         return TinyConfig(height, width, 8)
-
-    def forward_frame(self, cfg, net, index, count, emb, device):
-        return net(frame_times(torch.tensor([index]), count).to(device))
-
-    def fit(self, target, cfg, opts, progress, governor):
-        return fit_frames(self, target, cfg, opts, progress, governor, FrameStep)
-
-    def probe(self, target, cfg, opts, frames):
-        return probe_frames(self, target, cfg, opts, frames, FrameStep)
 
 
 def test_a_new_kind_is_one_class_and_a_registry_entry(monkeypatch):

@@ -5,6 +5,7 @@ A thin shell over :mod:`codec.nerv` and :mod:`codec.io.video`; see ``nervcodec -
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -240,22 +241,17 @@ def cmd_encode(args) -> None:
 def _model_options(args):
     """The chosen kind's own options from its flags (a flag per field of its ``options`` class;
     None: its defaults). A flag of another kind's options is refused, naming the kinds it is for."""
-    import dataclasses
-
-    chosen = get_kind(args.model)
-    given = {}
+    owners: dict[str, list[str]] = {}  # option field -> the kinds whose options have it
     for name in nerv.KINDS:
-        opts_type = get_kind(name).options
-        for f in dataclasses.fields(opts_type) if opts_type else ():
-            if getattr(args, f.name, None) is None:
-                continue
-            if opts_type is not chosen.options:
-                owners = [k for k in nerv.KINDS if get_kind(k).options and f.name in
-                          {g.name for g in dataclasses.fields(get_kind(k).options)}]
-                raise UsageError(f"--{f.name.replace('_', '-')} applies to --model {' or '.join(owners)} only, "
-                                 f"not {args.model}")
-            given[f.name] = getattr(args, f.name)
-    return chosen.options(**given) if given else None
+        options = get_kind(name).options
+        for f in dataclasses.fields(options) if options else ():
+            owners.setdefault(f.name, []).append(name)
+    given = {f: getattr(args, f) for f in owners if getattr(args, f, None) is not None}
+    for f in given:
+        if args.model not in owners[f]:
+            raise UsageError(f"--{f.replace('_', '-')} applies to --model {' or '.join(owners[f])} only, "
+                             f"not {args.model}")
+    return get_kind(args.model).options(**given) if given else None
 
 
 def _plan_line(args, video, cfg, opts, where: str, threads: int) -> str:

@@ -16,7 +16,7 @@ from .registry import KINDS, get_kind
 from .train import FitOptions, Fitted
 
 __all__ = [
-    "KINDS", "FitOptions", "Fitted", "InrKind", "get_kind", "build_net", "decoder_from", "dequantize_embeddings",
+    "KINDS", "FitOptions", "Fitted", "InrKind", "get_kind", "registry", "build_net", "decoder_from", "dequantize_embeddings",
     "fit", "render", "EMB_RUN", "HNeRVConfig", "hnerv_config", "NeRVppConfig", "nervpp_config", "NirvanaConfig",
     "NirvanaOptions", "group_count", "nirvana_config", "nirvana_params", "QuantizedNet", "QuantizedTensor",
     "load_quantized",

@@ -1,9 +1,9 @@
 """The schedule of kinds with one network for the whole clip (HNeRV, NeRV++): mini-batches of frames.
 
-A kind plugs in a :class:`FrameStep`, one training forward ``(target frames, rate scale of the
-per-frame data, frame indices) → (frames, rate in bits)``: the plain one feeds the network the
-frames' times, HNeRV's runs its encoder and quantizes the embeddings it stores. :func:`fit_frames`
-is the loop around it: λ steered to the target rate, the epochs planned into a time budget, the
+Such a kind is a :class:`FrameKind`. It plugs in a :class:`FrameStep`, one training forward
+``(target frames, rate scale of the per-frame data, frame indices) → (frames, rate in bits)``: the
+plain one feeds the network the frames' times, HNeRV's runs its encoder and quantizes the
+embeddings it stores. :func:`fit_frames` is the loop around it: λ steered to the target rate, the epochs planned into a time budget, the
 collapse guard, Ctrl-C, data parallelism over a team of ranks.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import nn
 
 from .control import Planner, RateControl, ThreadGovernor
 from .distributed import all_sum, share, team
+from .kind import InrKind
 from .layout import crop_frames, pad_frames, psnr_from_mse
 from .quant import QuantizedNet, QuantizedTensor
 from .train import (
@@ -46,10 +47,10 @@ class FrameStep(nn.Module):
         return None, 0.0, None
 
 
-def fit_frames(kind, target: torch.Tensor, cfg, opts: FitOptions, progress: Progress | None,
-               governor: ThreadGovernor, make_step) -> Fitted | None:
-    """One network for the whole clip, mini-batches of frames; ``make_step(qnet, frames)`` gives
-    the kind's :class:`FrameStep` (built after the network: the seeded initialisation draws the
+def fit_frames(kind: "FrameKind", target: torch.Tensor, cfg, opts: FitOptions, progress: Progress | None,
+               governor: ThreadGovernor) -> Fitted | None:
+    """One network for the whole clip, mini-batches of frames, each through the kind's
+    :meth:`FrameKind.train_step` (built after the network: the seeded initialisation draws the
     network's weights first).
 
     With a team of several ranks each global batch is split among them and the step is wrapped
@@ -61,7 +62,7 @@ def fit_frames(kind, target: torch.Tensor, cfg, opts: FitOptions, progress: Prog
     Hp, Wp = cfg.padded
     padded = pad_frames(target, Hp, Wp)
     qnet = QuantizedNet(kind.build(cfg), opts.bits).to(dev)
-    inner: FrameStep = make_step(qnet, T).to(dev)
+    inner = kind.train_step(qnet, T, cfg).to(dev)
     params = list(inner.parameters())
     step_net: nn.Module = inner
     if tm.size > 1:
@@ -147,10 +148,10 @@ def fit_frames(kind, target: torch.Tensor, cfg, opts: FitOptions, progress: Prog
     return Fitted(kind.name, cfg, [weights], emb_q, est + emb_est, out, history=hist, interrupted=stop.requested)
 
 
-def probe_frames(kind, target: torch.Tensor, cfg, opts: FitOptions, frames: int, make_step):
-    """:meth:`~models.inr.kind.InrKind.probe` of a :func:`fit_frames` kind."""
+def probe_frames(kind: "FrameKind", target: torch.Tensor, cfg, opts: FitOptions, frames: int):
+    """:meth:`~models.inr.kind.InrKind.probe` of a :class:`FrameKind`."""
     qnet = QuantizedNet(kind.build(cfg), opts.bits).to(opts.device)
-    step_net = make_step(qnet, len(target)).to(opts.device)
+    step_net = kind.train_step(qnet, len(target), cfg).to(opts.device)
     opt = adam(list(step_net.parameters()), opts)
     x = pad_frames(target, *cfg.padded).to(opts.device)
     idx = torch.arange(len(target))
@@ -164,3 +165,22 @@ def probe_frames(kind, target: torch.Tensor, cfg, opts: FitOptions, frames: int,
         opt.step()
 
     return one, -(-frames // opts.batch)
+
+
+class FrameKind(InrKind):
+    """A kind with one network for the whole clip, trained by :func:`fit_frames`. By default the
+    network takes the frame's time (:class:`FrameStep`); a kind that stores something per frame
+    overrides :meth:`train_step` and :meth:`forward_frame`."""
+
+    def train_step(self, qnet: QuantizedNet, frames: int, cfg) -> FrameStep:
+        """The training forward around ``qnet`` for a clip of ``frames`` frames."""
+        return FrameStep(qnet, frames)
+
+    def forward_frame(self, cfg, net, index, count, emb, device):
+        return net(frame_times(torch.tensor([index]), count).to(device))
+
+    def fit(self, target, cfg, opts, progress, governor):
+        return fit_frames(self, target, cfg, opts, progress, governor)
+
+    def probe(self, target, cfg, opts, frames):
+        return probe_frames(self, target, cfg, opts, frames)

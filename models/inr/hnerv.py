@@ -14,8 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .frame_fit import FrameStep, fit_frames, probe_frames
-from .kind import InrKind
+from .frame_fit import FrameKind, FrameStep
 from .layout import default_strides, leaky_tanh, round_up
 from .quant import QuantizedLatents, QuantizedNet, QuantizedTensor, empirical_bits
 
@@ -249,7 +248,7 @@ class HNeRVStep(FrameStep):
         return emb_q, float(ebits), dequantize_embeddings(emb_q)
 
 
-class HNeRV(InrKind):
+class HNeRV(FrameKind):
     """HNeRV as a nervcodec kind: one network, an embedding per frame (``E`` chunks). One frame a
     step: HNeRV learns far more per second from one frame per step than from four (benchmark clip,
     12 epochs: 25.5 dB at 0.035 bpp against 23.9 dB at 0.041 bpp in 1.4x the time)."""
@@ -269,11 +268,5 @@ class HNeRV(InrKind):
     def forward_frame(self, cfg, net, index, count, emb, device):
         return net(emb.to(device))
 
-    def _step(self, cfg):
-        return lambda qnet, frames: HNeRVStep(qnet, frames, cfg)
-
-    def fit(self, target, cfg, opts, progress, governor):
-        return fit_frames(self, target, cfg, opts, progress, governor, self._step(cfg))
-
-    def probe(self, target, cfg, opts, frames):
-        return probe_frames(self, target, cfg, opts, frames, self._step(cfg))
+    def train_step(self, qnet, frames, cfg):
+        return HNeRVStep(qnet, frames, cfg)

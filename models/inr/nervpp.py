@@ -14,11 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .frame_fit import FrameStep, fit_frames, probe_frames
+from .frame_fit import FrameKind
 from .hnerv import solve_width
-from .kind import InrKind
 from .layout import default_strides, leaky_sigmoid, round_up
-from .train import frame_times
 
 
 @dataclass
@@ -130,7 +128,7 @@ def nervpp_config(height: int, width: int, budget: int, strides: tuple[int, ...]
     return NeRVppConfig(height, width, strides, c0)
 
 
-class NeRVppKind(InrKind):
+class NeRVppKind(FrameKind):
     """NeRV++ as a nervcodec kind: one network of the frame's time, nothing stored per frame.
     Four frames a step by default."""
 
@@ -145,12 +143,3 @@ class NeRVppKind(InrKind):
 
     def size(self, height, width, frames, params, group):
         return nervpp_config(height, width, params)
-
-    def forward_frame(self, cfg, net, index, count, emb, device):
-        return net(frame_times(torch.tensor([index]), count).to(device))
-
-    def fit(self, target, cfg, opts, progress, governor):
-        return fit_frames(self, target, cfg, opts, progress, governor, FrameStep)
-
-    def probe(self, target, cfg, opts, frames):
-        return probe_frames(self, target, cfg, opts, frames, FrameStep)
