@@ -38,6 +38,7 @@ from neural_codecs.models.inr import EMB_RUN, KINDS, FitOptions, Fitted, Quantiz
 from neural_codecs.models.inr.distributed import team
 from neural_codecs.models.inr.fit import probe_step_seconds
 from neural_codecs.models.inr.quant import ROW_CAPS, SMALL_TENSOR as QUANT_SMALL_TENSOR, TABLE_SPAN
+from neural_codecs.models.inr import hnerv
 from neural_codecs.models.inr.hnerv import delta_coded
 
 from .eval import metrics
@@ -94,9 +95,8 @@ class NervError(MalformedError):
 #: the benchmark clip at the default λ). Sizing only has to be close: the rate control steers λ
 #: until the file lands on the target (:class:`~models.inr.control.RateControl`).
 BITS_PER_PARAM = 3.0
-#: HNeRV embedding bits per value assumed when sizing (frames coded as differences to their
-#: predecessor cost about 1 bit a value, a run's first frame about 4.6).
-EMB_BITS_PER_VALUE = 1.5
+#: HNeRV embedding bits per value assumed when sizing (defined beside the embeddings).
+EMB_BITS_PER_VALUE = hnerv.EMB_BITS_PER_VALUE
 #: Table bytes assumed per table row of a trained network (a row spans a few dozen values).
 TABLE_ROW_BYTES = 40
 #: The target rate when the user names neither a size nor a rate.
@@ -166,7 +166,7 @@ def _budget(kind: str, height: int, width: int, frames: int, bpp: float, group: 
     bits = bpp * frames * height * width
     budget = max(MIN_BUDGET, int(bits / BITS_PER_PARAM))
     for _ in range(2):  # the fixed costs depend a little on the network's shapes: size twice
-        cfg = get_kind(kind).size(height, width, frames, budget, group)
+        cfg = get_kind(kind).size_for_rate(height, width, frames, budget, group, bits)
         spare = bits - overhead_bits(kind, cfg, frames, room=bits / 8)
         if get_kind(kind).embeddings:
             c, h, w = cfg.emb_shape
@@ -180,9 +180,11 @@ def make_config(kind: str, height: int, width: int, frames: int, *, size: int | 
     """A model config for ``kind`` sized by parameter count ``size`` or for a target ``bpp``
     (default :data:`DEFAULT_BPP`), counting what the file spends besides the weights."""
     k = get_kind(kind)
-    if size is None:
-        size = _budget(kind, height, width, frames, bpp if bpp is not None else DEFAULT_BPP, group)
-    return k.size(height, width, frames, max(size, MIN_BUDGET), group)
+    if size is not None:
+        return k.size(height, width, frames, max(size, MIN_BUDGET), group)
+    bpp = bpp if bpp is not None else DEFAULT_BPP
+    size = _budget(kind, height, width, frames, bpp, group)
+    return k.size_for_rate(height, width, frames, max(size, MIN_BUDGET), group, bpp * frames * height * width)
 
 
 def config_to_params(kind: str, cfg) -> bytes:

@@ -78,7 +78,7 @@ def steps(data: Path, work: Path, quick: bool = False) -> list[Step]:
                ["bench_nerv.py", str(clip), "--out", str(w / "video" / m), "--baselines", "",
                 "--run", f"{m}:size=3k,epochs=1" if q else f"{m}:{spec}", "--repeats", "1" if q else "3"])
           for m, spec in (("hnerv", "size=100k,epochs=300,batch=1"), ("nirvana", NIRVANA_RUN),
-                          ("nervpp", "size=100k,epochs=20"))],
+                          ("nervpp", "size=100k,epochs=150"))],
         Step("video-clip2", "video", "the second clip: the live-action Hamilton clip, frames 0-239 at 320x180",
              ["make_bench_clip.py", "--src", str(data / "video" / "short_hamilton_clip.mp4"), "-o", str(clip2),
               "--start", "0", "--force"] + (["--count", "8", "--size", "64x36"] if q else [])),

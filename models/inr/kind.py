@@ -48,6 +48,11 @@ class InrKind:
         """A config for ``height``×``width`` frames with about ``params`` parameters in all."""
         raise NotImplementedError
 
+    def size_for_rate(self, height: int, width: int, frames: int, params: int, group: int, bits: float):
+        """A config when sizing for a file of ``bits`` bits in all, ``params`` of them for the
+        network: the same as :meth:`size` unless the kind splits the bits between its parts."""
+        return self.size(height, width, frames, params, group)
+
     def weight_groups(self, cfg, frames: int) -> int:
         """Networks the file stores (one ``W`` chunk each), in clip order."""
         return 1
