@@ -16,7 +16,9 @@ from neural_codecs.codec import cpu, nerv
 from neural_codecs.codec.cli.nerv import parse_duration
 from neural_codecs.models.inr import FitOptions
 from neural_codecs.models.inr.control import GAIN, LAM_MAX, LAM_MIN, Planner, RateControl
+from neural_codecs.models.inr import hnerv
 from neural_codecs.models.inr.hnerv import decoder_params, hnerv_config
+from neural_codecs.models.inr.layout import default_strides
 from conftest import ROOT
 from test_nerv import tiny_clip
 
@@ -130,6 +132,21 @@ def test_sizing_from_bpp_scales_with_the_clip(shape):
     assert n_large > 2 * n_small
     # the network never costs more than the whole target at the assumed bits per parameter
     assert n_large * nerv.BITS_PER_PARAM <= 0.8 * T * H * W
+
+
+def test_sizing_for_a_rate_buys_a_finer_embedding_only_where_it_is_affordable():
+    """The 4x embedding (one ×2 stage fewer) where it costs ≤ a quarter of the file and leaves the
+    decoder room; a short or small clip, and a size given in parameters, keep the default strides."""
+    default = default_strides(180, 320)
+    assert nerv.make_config("hnerv", 180, 320, 48).strides == default[:-1]
+    assert nerv.make_config("hnerv", 360, 640, 8).strides == default_strides(360, 640)[:-1]
+    assert nerv.make_config("hnerv", 180, 320, 8).strides == default  # decoder would keep ~4k params
+    assert nerv.make_config("hnerv", 72, 128, 240).strides == default_strides(72, 128)  # over a quarter
+    assert nerv.make_config("hnerv", 180, 320, 48, size=30_000).strides == default
+    for T, H, W in ((48, 180, 320), (240, 360, 640), (8, 72, 128)):
+        cfg = nerv.make_config("hnerv", H, W, T)
+        c, h, w = cfg.emb_shape
+        assert hnerv.EMB_BITS_PER_VALUE * c * h * w * T <= hnerv.FINE_EMB_SHARE * 0.05 * T * H * W or cfg.strides == default_strides(H, W)
 
 
 def test_overhead_counts_what_the_file_spends_besides_the_weights():
