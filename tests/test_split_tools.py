@@ -118,3 +118,28 @@ def test_bytes_at_interpolates():
     assert b == pytest.approx(200) and how == "~"
     assert bench_split.bytes_at(pts, 0.4) == (100, "<=")
     assert bench_split.bytes_at(pts, 0.95) == (None, "not reached")
+
+
+def test_imagenet_teacher_reference_on_the_validation_files(data, tmp_path, capsys):
+    """bench_split_imagenet teacher: only files named ILSVRC2012_val_* count, labelled by their
+    1000-way ImageNet index; the report is CompressAI-style JSON. Without the data: exit 2."""
+    import bench_split_imagenet as bsi
+
+    for i, (split_name, wnid) in enumerate((("train", WNIDS[0]), ("val", WNIDS[1]), ("val", WNIDS[1]))):
+        src = data / split_name / wnid / "img_0.JPEG"
+        (data / split_name / wnid / f"ILSVRC2012_val_{i:08d}.JPEG").write_bytes(src.read_bytes())
+    files, labels = split_data.imagenet_val_files(data)
+    assert [f.name for f in files] == [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(3)]
+    assert labels.tolist() == [0, 701, 701]
+    logits = torch.full((3, 1000), -5.0)
+    logits[0, 0] = logits[1, 3] = logits[2, 701] = 1.0
+    logits[1, 701] = 0.5  # second among the ten: restricted top-1 counts it, 1000-way does not
+    assert bsi.top1(logits, labels) == pytest.approx(200 / 3)
+    assert bsi.top1(logits, labels, sorted(split_data.IMAGENET_INDEX.values())) == 100.0
+    with pytest.raises(SystemExit) as e:
+        bsi.main(["teacher", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2 and "not found" in capsys.readouterr().err
+    if bsi.published_weights_path() is not None:
+        bsi.main(["teacher", "--data", str(data), "--out", str(tmp_path / "o"), "--threads", "1", "--repeats", "1"])
+        doc = json.loads((tmp_path / "o" / "teacher.json").read_text())
+        assert doc["results"]["images"] == [3] and 0 <= doc["results"]["top1"][0] <= 100

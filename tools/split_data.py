@@ -51,6 +51,25 @@ IMAGENETTE_NAMES = {
     "n03888257": "parachute",
 }
 
+#: Each Imagenette wnid's class index in a 1000-way ImageNet classifier.
+IMAGENET_INDEX = {
+    "n01440764": 0, "n02102040": 217, "n02979186": 482, "n03000684": 491, "n03028079": 497,
+    "n03394916": 566, "n03417042": 569, "n03425413": 571, "n03445777": 574, "n03888257": 701,
+}
+#: Imagenette's files from ImageNet's *validation* split carry this prefix (the rest come from its
+#: training split, which an ImageNet-pretrained teacher has seen).
+IMAGENET_VAL_PREFIX = "ILSVRC2012_val_"
+
+
+def imagenet_val_files(root) -> tuple[list[Path], np.ndarray]:
+    """Imagenette's images from ImageNet's validation split, from both of its folders (sorted by
+    name), with their 1000-way ImageNet labels: the evaluation set of an ImageNet teacher."""
+    files = []
+    for split in ("train", "val"):
+        files += [p for p in (Path(root) / split).glob(f"*/{IMAGENET_VAL_PREFIX}*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    files.sort(key=lambda p: p.name)
+    return files, np.asarray([IMAGENET_INDEX[p.parent.name] for p in files], np.int64)
+
 
 def default_data_dir() -> Path:
     """``$SHARED_DATA/imagenette`` if SHARED_DATA is set, else ``../shared/data/imagenette``."""
