@@ -38,8 +38,7 @@ from neural_codecs.models.inr import EMB_RUN, KINDS, FitOptions, Fitted, Quantiz
 from neural_codecs.models.inr.distributed import team
 from neural_codecs.models.inr.fit import probe_step_seconds
 from neural_codecs.models.inr.quant import ROW_CAPS, SMALL_TENSOR as QUANT_SMALL_TENSOR, TABLE_SPAN
-from neural_codecs.models.inr import hnerv
-from neural_codecs.models.inr.hnerv import delta_coded
+from neural_codecs.models.inr.hnerv import EMB_BITS_PER_VALUE, delta_coded
 
 from .eval import metrics
 
@@ -95,8 +94,6 @@ class NervError(MalformedError):
 #: the benchmark clip at the default λ). Sizing only has to be close: the rate control steers λ
 #: until the file lands on the target (:class:`~models.inr.control.RateControl`).
 BITS_PER_PARAM = 3.0
-#: HNeRV embedding bits per value assumed when sizing (defined beside the embeddings).
-EMB_BITS_PER_VALUE = hnerv.EMB_BITS_PER_VALUE
 #: Table bytes assumed per table row of a trained network (a row spans a few dozen values).
 TABLE_ROW_BYTES = 40
 #: The target rate when the user names neither a size nor a rate.

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -30,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from split_data import center_crop, default_data_dir, imagenet_val_files, read_rgb, require_data
+from split_data import IMAGENET_INDEX, center_crop, default_data_dir, imagenet_val_files, read_rgb, require_data
+from train_split import machine
 from neural_codecs.models.split.efficientnet_lite import load_published, published_weights_path
 
 PROG = "bench_split_imagenet"
@@ -85,13 +85,7 @@ def latency_ms(fn, x, repeats: int) -> float:
     return statistics.median(times)
 
 
-def machine(threads: int) -> str:
-    return f"{platform.machine()}, {threads} torch threads, torch {torch.__version__}"
-
-
 def cmd_teacher(args) -> dict:
-    from split_data import IMAGENET_INDEX
-
     root = require_data(args.data, PROG)
     files, labels = imagenet_val_files(root)
     if not files:
@@ -111,7 +105,7 @@ def cmd_teacher(args) -> dict:
     }
     doc = {"name": "EfficientNet-Lite0 teacher (uncompressed)",
            "description": f"published ImageNet weights; {len(files)} ImageNet-validation images of Imagenette, "
-                          f"resize {RESIZE} + centre crop {RES}; {machine(args.threads)}; "
+                          f"resize {RESIZE} + centre crop {RES}; {machine()}; "
                           f"classified in {seconds:.1f} s", "results": res}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
