@@ -60,3 +60,71 @@ def test_published_teacher_recognises_bundled_photographs():
         x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
         with torch.no_grad():
             assert int(net(x).argmax()) in classes, name
+
+
+def test_tail_reports_stage_outputs_and_the_same_logits():
+    """The split student's targets: features entering block 3 (24 x 1/4 side), then the tail's
+    stage outputs; a tail copied from the network gives exactly the network's numbers."""
+    from neural_codecs.models.split.efficientnet_lite import EfficientNetLiteTail, split_channels, tail_keys
+
+    torch.manual_seed(0)
+    net = EfficientNetLite0().eval()
+    assert tail_keys() == ("stage3", "stage5", "stage7") and split_channels() == 24
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        f = net.features(x)
+        assert {k: tuple(v.shape) for k, v in f.items()} == {
+            "split": (2, 24, 16, 24), "stage3": (2, 40, 8, 12), "stage5": (2, 112, 4, 6),
+            "stage7": (2, 320, 2, 3), "logits": (2, 1000)}
+        tail = EfficientNetLiteTail.from_network(net)
+        g = tail(f["split"])
+        assert all(torch.equal(g[k], f[k]) for k in g) and torch.allclose(f["logits"], net(x))
+    assert tail._blocks[0] is not net._blocks[3]  # a copy: fine-tuning the tail leaves the teacher alone
+    with pytest.raises(ValueError):
+        EfficientNetLiteTail(block=0)
+
+
+def test_student_of_the_lite_teacher_trains_from_cached_targets_and_round_trips_its_files(tmp_path):
+    """A student cut from EfficientNet-Lite0 learns from precomputed teacher targets (stage 1:
+    split-point features; stage 2: teacher logits), saves as the codec's edge / server files, and
+    the server's integers and logits are the student's own."""
+    from neural_codecs.codec import split
+    from neural_codecs.codec.split.models import save_models
+    from neural_codecs.models.split import LITE_ARCH, EntropicStudent
+
+    torch.manual_seed(0)
+    teacher = EfficientNetLite0().eval()
+    student = EntropicStudent.from_teacher(teacher, enc_channels=(8, 8), bottleneck=4, dec_channels=(8, 8),
+                                           input_size=32)
+    cfg = student.config
+    assert cfg.arch == LITE_ARCH and cfg.split_key == "split" and cfg.layer1_channels == 24
+    assert cfg.feature_keys == ("split", "stage3", "stage5", "stage7")
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        t = teacher.features(x)
+    out = student(x)
+    assert out["split"].shape == t["split"].shape and out["logits"].shape == (4, 1000)
+    loss_all, _ = student.stage1_loss(out, t, 0.01)
+    loss_split, _ = student.stage1_loss(out, t, 0.01, ["split"])
+    assert float(loss_all.detach()) > float(loss_split.detach()) > 0
+    h1 = student.train_stage1(None, [(x, {"split": t["split"]})] * 3, keys=["split"], beta=0.01)
+    assert len(h1) == 3 and all(np.isfinite(h["bits"]) for h in h1)
+    before = [p.clone() for p in student.tail.parameters()]
+    bn = student.tail._blocks[0]._bn0
+    stats = bn.running_mean.clone()
+    h2 = student.train_stage2(None, [(x, torch.tensor([0, 1, 2, 3]), t["logits"])] * 2, freeze_bn=True, lr=1e-3)
+    assert len(h2) == 2 and torch.equal(bn.running_mean, stats)  # frozen statistics, learning weights
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.tail.parameters()))
+    names = [f"c{i}" for i in range(1000)]
+    edge, server = save_models(student, names, tmp_path / "e.npz", tmp_path / "s.npz",
+                               mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    edge2, server2 = split.load_edge(tmp_path / "e.npz"), split.load_server(tmp_path / "s.npz")
+    img = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)
+    enc, dec = split.EdgeEncoder(edge2), split.ServerDecoder(server2, edge2)
+    data = enc.encode(img)
+    q = dec.decode_latent(data)
+    assert np.array_equal(q, enc.latent(img))
+    with torch.no_grad():
+        y_hat = torch.from_numpy(q[None]).float() + student.entropy_bottleneck.medians.reshape(1, -1, 1, 1)
+        want = student.from_latent(y_hat)["logits"][0].numpy()
+    assert np.allclose(dec.logits(q), want, atol=1e-5)

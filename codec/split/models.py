@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from neural_codecs.bitstream import BitstreamError, CdfTable
-from neural_codecs.models.split import EntropicStudent, ResNetTail, StudentConfig, build_decoder, build_encoder
+from neural_codecs.models.split import EntropicStudent, StudentConfig, build_decoder, build_encoder, build_tail
 
 from .. import modelfile
 
@@ -266,7 +266,7 @@ class ServerModel:
         if extra:
             raise SplitModelError(f"unexpected arrays {sorted(extra)[:3]}", name)
         dec = _load_module(lambda: build_decoder(cfg), a, "decoder", name)
-        tail = _load_module(lambda: ResNetTail(cfg.arch, cfg.num_classes, cfg.base_width), a, "tail", name)
+        tail = _load_module(lambda: build_tail(cfg), a, "tail", name)
         med, table, tb = _parse_prior(a, cfg, name)
         names = a.get("class_names")
         if names is None or names.dtype.kind != "U" or names.shape != (cfg.num_classes,):
@@ -275,11 +275,12 @@ class ServerModel:
 
 
 def save_models(student: EntropicStudent, class_names, edge_path, server_path, *, force: bool = False,
-                resize_size: int | None = None) -> tuple[EdgeModel, ServerModel]:
+                resize_size: int | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[EdgeModel, ServerModel]:
     """Write a trained student as an edge file and a server file (atomically); return both models.
 
-    The CDF table is computed here, once, from the student's learned prior."""
-    edge = EdgeModel.from_student(student, resize_size)
+    The CDF table is computed here, once, from the student's learned prior. ``mean``/``std``: the
+    edge's input normalisation (a student of EfficientNet-Lite0 takes RGB in [0, 1]: 0 and 1)."""
+    edge = EdgeModel.from_student(student, resize_size, mean, std)
     server = ServerModel.from_student(student, class_names, edge)
     edge.save(edge_path, force=force)
     server.save(server_path, force=force)

@@ -24,6 +24,7 @@ batch norm's epsilon is 1e-3, and the input is normalised as the Lite models wer
 """
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -39,6 +40,13 @@ HEAD_CH = 1280
 BN_EPS = 1e-3
 #: The input normalisation the Lite models were trained with (TensorFlow's edge models).
 MEAN, STD = 127.0 / 255.0, 128.0 / 255.0
+
+#: Where the split codec cuts the network: before ``_blocks[3]``, i.e. after stage 2 (24 channels
+#: at 1/4 of the input side, 56×56 at 224 px). The same place as the paper's ResNet split (after
+#: layer1, also 1/4 of the side), the last point before the teacher's cost climbs (the stem and
+#: stages 1–2 are 14 % of its multiply-adds) and the narrowest early feature map (24 channels
+#: against 16·112² after stage 1 or 40·28² after stage 3, which already takes 31 % of the MACs).
+SPLIT_BLOCK = 3
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -138,6 +146,84 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_block(self.stem_to(x, 0), 0)
+
+    def features(self, x: torch.Tensor, block: int = SPLIT_BLOCK) -> dict[str, torch.Tensor]:
+        """RGB in [0, 1] → ``{"split": features entering _blocks[block], <the tail's feature keys>,
+        "logits"}``, the targets a split student learns (:class:`EfficientNetLiteTail`)."""
+        h = self.stem_to(x, block)
+        return {"split": h, **_tail_forward(self._blocks[block:], self, h, block)}
+
+
+
+
+def tail_keys(block: int = SPLIT_BLOCK) -> tuple[str, ...]:
+    """The stage outputs after ``block`` that a tail reports: every second stage end and the last
+    (``stage3``, ``stage5``, ``stage7`` for the default split), one per resolution step, as the
+    ResNet tail reports layer2, layer3, layer4."""
+    ends = stage_ends()
+    after = [s + 1 for s, e in enumerate(ends) if e > block]
+    keep = after[::2] if after[-1] in after[::2] else after[::2] + after[-1:]
+    return tuple(f"stage{s}" for s in keep)
+
+
+def _tail_forward(blocks, m, h: torch.Tensor, block: int) -> dict[str, torch.Tensor]:
+    """Run ``blocks`` (the network's ``_blocks[block:]``) then ``m``'s head; report the stage
+    outputs named by :func:`tail_keys`."""
+    keys = set(tail_keys(block))
+    ends = {e: f"stage{s + 1}" for s, e in enumerate(stage_ends())}
+    out = {}
+    for i, b in enumerate(blocks, block):
+        h = b(h)
+        if ends.get(i + 1) in keys:
+            out[ends[i + 1]] = h
+    h = F.relu6(m._bn1(m._conv_head(h)))
+    out["logits"] = m._fc(m._dropout(h.mean(dim=(2, 3))))
+    return out
+
+
+class EfficientNetLiteTail(nn.Module):
+    """The server side after the split: ``_blocks[block:]``, head and classifier of a Lite0,
+    under the published module names (the tail's ``_blocks.0`` is the network's ``_blocks.<block>``)."""
+
+    def __init__(self, num_classes: int = 1000, block: int = SPLIT_BLOCK):
+        super().__init__()
+        self._take(EfficientNetLite0(num_classes), block)
+
+    def _take(self, full: EfficientNetLite0, block: int) -> None:
+        if not 1 <= block < len(full._blocks):
+            raise ValueError(f"split block must lie in 1..{len(full._blocks) - 1}")
+        self.block, self.num_classes = block, full._fc.out_features
+        self._blocks = nn.ModuleList(list(full._blocks)[block:])
+        self._conv_head, self._bn1, self._dropout, self._fc = full._conv_head, full._bn1, full._dropout, full._fc
+
+    @classmethod
+    def from_network(cls, net: EfficientNetLite0, block: int = SPLIT_BLOCK) -> "EfficientNetLiteTail":
+        """A copy (not shared) of ``net`` from ``_blocks[block]`` on."""
+        tail = cls.__new__(cls)
+        nn.Module.__init__(tail)
+        tail._take(copy.deepcopy(net), block)
+        return tail
+
+    def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Features entering the split block → ``{<tail_keys(block)>, "logits"}``."""
+        return _tail_forward(self._blocks, self, h, self.block)
+
+
+def _stage_input_channels(block: int) -> int:
+    """Channels entering ``_blocks[block]``."""
+    cin = STEM_CH
+    n = 0
+    for r, _, _, _, cout in STAGES:
+        for _ in range(r):
+            if n == block:
+                return cin
+            cin, n = cout, n + 1
+    return cin
+
+
+def split_channels(block: int = SPLIT_BLOCK) -> int:
+    """Channels of the features at the split (24 for the default)."""
+    return _stage_input_channels(block)
 
 
 def load_published(path: str | Path) -> EfficientNetLite0:

@@ -1,6 +1,7 @@
 """The Entropic Student (Matsubara, Yang, Levorato & Mandt, WACV 2022).
 
-A ResNet classifier is split after ``layer1``. The *edge* runs a small learned encoder in place of
+A classifier is split early: a ResNet after ``layer1``, EfficientNet-Lite0 after its stage 2
+(:data:`.efficientnet_lite.SPLIT_BLOCK`; same 1/4 side). The text below names ResNet's parts. The *edge* runs a small learned encoder in place of
 the stem and layer1, quantizes its 24-channel output and entropy codes it under a learned
 factorized prior; the *server* decodes the latent back to layer1's shape and runs the teacher's
 remaining layers.
@@ -51,9 +52,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .efficientnet_lite import EfficientNetLite0, EfficientNetLiteTail, split_channels, tail_keys
 from .entropy_model import EntropyBottleneck
 from .gdn import GDN, IGDN
 from .resnet import ARCHS, ResNet, ResNetTail, layer_channels
+
+#: The ImageNet-pretrained teacher (:mod:`.efficientnet_lite`), split before its ``_blocks[3]``.
+LITE_ARCH = "efficientnet_lite0"
 
 Progress = Callable[[int, int | None, dict], None]
 
@@ -79,7 +84,7 @@ class StudentConfig:
         for name in ("num_classes", "base_width", "bottleneck", "input_size"):
             if type(getattr(self, name)) is not int:
                 raise ValueError(f"{name} must be an integer")
-        if self.arch not in ARCHS:
+        if self.arch not in ARCHS and self.arch != LITE_ARCH:
             raise ValueError(f"unknown architecture {self.arch!r}")
         if len(self.enc_channels) != 2 or len(self.dec_channels) != 2:
             raise ValueError("enc_channels and dec_channels need two numbers each")
@@ -91,7 +96,21 @@ class StudentConfig:
 
     @property
     def layer1_channels(self) -> int:
+        """Channels of the teacher's features at the split (ResNet: layer1's output)."""
+        if self.arch == LITE_ARCH:
+            return split_channels()
         return layer_channels(self.arch, self.base_width)[0]
+
+    @property
+    def split_key(self) -> str:
+        """The name of the split-point features in the teacher's ``features()`` dict."""
+        return "split" if self.arch == LITE_ARCH else "layer1"
+
+    @property
+    def feature_keys(self) -> tuple[str, ...]:
+        """The features stage 1 distils: the split point's, then the tail's."""
+        tail = tail_keys() if self.arch == LITE_ARCH else ("layer2", "layer3", "layer4")
+        return (self.split_key, *tail)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -119,15 +138,38 @@ def build_decoder(cfg: StudentConfig) -> nn.Sequential:
     )
 
 
+def build_tail(cfg: StudentConfig) -> nn.Module:
+    """The teacher's layers after the split, freshly initialised, for ``cfg``."""
+    if cfg.arch == LITE_ARCH:
+        return EfficientNetLiteTail(cfg.num_classes)
+    return ResNetTail(cfg.arch, cfg.num_classes, cfg.base_width)
+
+
+def _tail_matches(tail: nn.Module, cfg: StudentConfig) -> bool:
+    if cfg.arch == LITE_ARCH:
+        return isinstance(tail, EfficientNetLiteTail) and tail.num_classes == cfg.num_classes
+    return (getattr(tail, "arch", None), getattr(tail, "num_classes", None),
+            getattr(tail, "base_width", None)) == (cfg.arch, cfg.num_classes, cfg.base_width)
+
+
 def latent_side(n: int) -> int:
     """Latent side for an input side ``n`` (layer1's side minus one)."""
     return -(-(-(-n // 2)) // 2) - 1
 
 
-def _batch(item) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _batch(item) -> tuple[torch.Tensor, object, object]:
+    """A loader item → (images, second, third): images alone, (images, labels) or (images, labels,
+    teacher logits) for stage 2; (images, {feature name: teacher features}) for stage 1 from
+    precomputed targets."""
     if isinstance(item, (tuple, list)):
-        return item[0], (item[1] if len(item) > 1 else None)
-    return item, None
+        return item[0], (item[1] if len(item) > 1 else None), (item[2] if len(item) > 2 else None)
+    return item, None, None
+
+
+def _bn_eval(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 def _total_steps(loader, epochs: int, max_steps: int | None) -> int | None:
@@ -162,40 +204,50 @@ def _freeze(module: nn.Module, frozen: bool = True) -> None:
 
 
 class EntropicStudent(nn.Module):
-    """Encoder + entropy bottleneck + decoder, followed by the teacher's layer2 … fc."""
+    """Encoder + entropy bottleneck + decoder, followed by the teacher's layers after the split
+    (ResNet: layer2 … fc; EfficientNet-Lite0: ``_blocks[3:]`` … fc)."""
 
-    def __init__(self, config: StudentConfig | None = None, tail: ResNetTail | None = None):
+    def __init__(self, config: StudentConfig | None = None, tail: nn.Module | None = None):
         super().__init__()
         self.config = cfg = config or StudentConfig()
         self.encoder = build_encoder(cfg)
         self.entropy_bottleneck = EntropyBottleneck(cfg.bottleneck)
         self.decoder = build_decoder(cfg)
         if tail is None:
-            tail = ResNetTail(cfg.arch, cfg.num_classes, cfg.base_width)
-        if (tail.arch, tail.num_classes, tail.base_width) != (cfg.arch, cfg.num_classes, cfg.base_width):
+            tail = build_tail(cfg)
+        if not _tail_matches(tail, cfg):
             raise ValueError("the tail does not match the config")
         self.tail = tail
 
     @classmethod
-    def from_teacher(cls, teacher: ResNet, **overrides) -> "EntropicStudent":
+    def from_teacher(cls, teacher: ResNet | EfficientNetLite0, **overrides) -> "EntropicStudent":
         """A student for ``teacher`` (its architecture, classes and width), its tail a copy of the
-        teacher's layer2 … fc. ``overrides``: other :class:`StudentConfig` fields."""
+        teacher's layers after the split. ``overrides``: other :class:`StudentConfig` fields."""
+        if isinstance(teacher, EfficientNetLite0):
+            cfg = StudentConfig(arch=LITE_ARCH, num_classes=teacher._fc.out_features, **overrides)
+            return cls(cfg, EfficientNetLiteTail.from_network(teacher))
         cfg = StudentConfig(arch=teacher.arch, num_classes=teacher.num_classes, base_width=teacher.base_width,
                             **overrides)
         return cls(cfg, ResNetTail.from_resnet(teacher))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"logits", "likelihoods", "y", "y_hat", "layer1" (decoder output), "layer2",
-        "layer3", "layer4"}``. ``y_hat`` is y plus noise in training mode, rounded at eval."""
+    def to_split(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The edge and the decoder only: ``{"likelihoods", "y", "y_hat", <split_key>}``."""
         y = self.encoder(x)
         y_hat, likelihoods = self.entropy_bottleneck(y)
-        h1 = self.decoder(y_hat)
-        return {"y": y, "y_hat": y_hat, "likelihoods": likelihoods, "layer1": h1, **self.tail(h1)}
+        return {"y": y, "y_hat": y_hat, "likelihoods": likelihoods, self.config.split_key: self.decoder(y_hat)}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"logits", "likelihoods", "y", "y_hat", <feature_keys>}`` (ResNet: "layer1" — the
+        decoder output —, "layer2", "layer3", "layer4"). ``y_hat`` is y plus noise in training
+        mode, rounded at eval."""
+        y = self.encoder(x)
+        y_hat, likelihoods = self.entropy_bottleneck(y)
+        return {"y": y, "y_hat": y_hat, "likelihoods": likelihoods, **self.from_latent(y_hat)}
 
     def from_latent(self, y_hat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Server side: dequantized latent -> features and logits."""
         h1 = self.decoder(y_hat)
-        return {"layer1": h1, **self.tail(h1)}
+        return {self.config.split_key: h1, **self.tail(h1)}
 
     # -- losses ----------------------------------------------------------------------------------
     @staticmethod
@@ -203,10 +255,13 @@ class EntropicStudent(nn.Module):
         """Bits per image: -Σ log2 p over each image's latent, averaged over the batch."""
         return -torch.log2(likelihoods).sum() / likelihoods.shape[0]
 
-    def stage1_loss(self, out: dict, teacher_feats: dict, beta: float) -> tuple[torch.Tensor, dict]:
-        """Σ_{layer1..layer4} MSE(student, teacher) + β · bits per image; returns (loss, info)."""
+    def stage1_loss(self, out: dict, teacher_feats: dict, beta: float,
+                    keys: Iterable[str] | None = None) -> tuple[torch.Tensor, dict]:
+        """Σ_keys MSE(student, teacher) + β · bits per image; returns (loss, info). ``keys``: the
+        features to match, by default all of :attr:`StudentConfig.feature_keys` (ResNet:
+        layer1 … layer4)."""
         dist = 0.0
-        for key in ("layer1", "layer2", "layer3", "layer4"):
+        for key in (self.config.feature_keys if keys is None else keys):
             s, t = out[key], teacher_feats[key]
             if s.shape != t.shape:
                 raise ValueError(f"student {key} {tuple(s.shape)} != teacher {tuple(t.shape)}")
@@ -226,11 +281,16 @@ class EntropicStudent(nn.Module):
         return (1 - alpha) * ce + alpha * T * T * kl
 
     # -- training loops --------------------------------------------------------------------------
-    def train_stage1(self, teacher: ResNet, loader: Iterable, *, epochs: int = 1, beta: float = 0.01,
+    def train_stage1(self, teacher: nn.Module | None, loader: Iterable, *, epochs: int = 1, beta: float = 0.01,
                      device: str | torch.device = "cpu", lr: float = 1e-3, prior_lr: float = PRIOR_LR,
                      aux_lr: float = 1e-3, max_steps: int | None = None, schedule: str = "constant",
-                     progress: Progress | None = None) -> list[dict]:
-        """Stage 1 (feature distillation + rate). ``loader`` yields images or (images, labels).
+                     keys: Iterable[str] | None = None, progress: Progress | None = None) -> list[dict]:
+        """Stage 1 (feature distillation + rate). ``loader`` yields images or (images, labels),
+        or (images, {feature name: teacher features}) when the targets were computed beforehand
+        (``teacher`` may then be None).
+
+        ``keys``: the features to match (default all of :attr:`StudentConfig.feature_keys`); the
+        split point's alone (``[config.split_key]``, head network distillation) skips the tail.
 
         ``schedule``: ``"constant"`` (the paper's Adam ``lr``) or ``"cosine"`` (``lr`` and
         ``prior_lr`` decay to 0 along a cosine over the run when its length is known).
@@ -243,8 +303,11 @@ class EntropicStudent(nn.Module):
         optimizer got. Returns one info dict per step (loss, distortion, bits per image, aux loss)."""
         device = torch.device(device)
         self.to(device)
-        teacher.to(device).eval()
-        _freeze(teacher)
+        if teacher is not None:
+            teacher.to(device).eval()
+            _freeze(teacher)
+        keys = tuple(self.config.feature_keys if keys is None else keys)
+        split_only = keys == (self.config.split_key,)
         _freeze(self.tail)
         _freeze(self.encoder, False), _freeze(self.decoder, False), _freeze(self.entropy_bottleneck, False)
         eb = self.entropy_bottleneck
@@ -256,14 +319,17 @@ class EntropicStudent(nn.Module):
         sched = _schedule(opt, schedule, total)
         history = []
         for step, item in enumerate(_batches(loader, epochs, max_steps), 1):
-            x, _ = _batch(item)
+            x, given, _ = _batch(item)
             x = x.to(device)
             self.train()
             self.tail.eval()  # frozen teacher layers: running statistics, not batch ones
-            with torch.no_grad():
-                target = teacher.features(x)
-            out = self(x)
-            loss, info = self.stage1_loss(out, target, beta)
+            if isinstance(given, dict):
+                target = {k: v.to(device) for k, v in given.items()}
+            else:
+                with torch.no_grad():
+                    target = teacher.features(x)
+            out = self.to_split(x) if split_only else self(x)
+            loss, info = self.stage1_loss(out, target, beta, keys)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -281,12 +347,16 @@ class EntropicStudent(nn.Module):
         self.eval()
         return history
 
-    def train_stage2(self, teacher: ResNet, loader: Iterable, *, epochs: int = 1,
+    def train_stage2(self, teacher: nn.Module | None, loader: Iterable, *, epochs: int = 1,
                      device: str | torch.device = "cpu", lr: float = 1e-3, optimizer: str = "adam",
                      momentum: float = 0.9, weight_decay: float = 0.0, temperature: float = 1.0,
-                     alpha: float = 0.5, max_steps: int | None = None,
+                     alpha: float = 0.5, max_steps: int | None = None, freeze_bn: bool = False,
                      progress: Progress | None = None) -> list[dict]:
-        """Stage 2 (classification fine-tuning). ``loader`` yields (images, labels).
+        """Stage 2 (classification fine-tuning). ``loader`` yields (images, labels), or (images,
+        labels, teacher logits) when those were computed beforehand (``teacher`` may then be None).
+
+        ``freeze_bn``: batch norms keep the teacher's running statistics (eval mode) while their
+        weights learn, for a pretrained tail fine-tuned in small batches.
 
         Encoder and prior are frozen and run at eval (the latent is rounded around the medians);
         decoder and tail learn. ``optimizer``: ``"adam"`` (default; ``lr`` decays to 0 along a
@@ -294,8 +364,9 @@ class EntropicStudent(nn.Module):
         ``momentum``). Returns one info dict per step (loss)."""
         device = torch.device(device)
         self.to(device)
-        teacher.to(device).eval()
-        _freeze(teacher)
+        if teacher is not None:
+            teacher.to(device).eval()
+            _freeze(teacher)
         _freeze(self.encoder), _freeze(self.entropy_bottleneck)
         _freeze(self.decoder, False), _freeze(self.tail, False)
         params = [*self.decoder.parameters(), *self.tail.parameters()]
@@ -310,15 +381,17 @@ class EntropicStudent(nn.Module):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r}")
         history = []
         for step, item in enumerate(_batches(loader, epochs, max_steps), 1):
-            x, labels = _batch(item)
+            x, labels, t_logits = _batch(item)
             if labels is None:
                 raise ValueError("stage 2 needs (images, labels) batches")
             x, labels = x.to(device), labels.to(device)
             self.train()
             self.encoder.eval()
             self.entropy_bottleneck.eval()
+            if freeze_bn:
+                _bn_eval(self)
             with torch.no_grad():
-                t_logits = teacher(x)
+                t_logits = teacher(x) if t_logits is None else t_logits.to(device, torch.float32)
                 y_hat, _ = self.entropy_bottleneck(self.encoder(x))
             out = self.from_latent(y_hat)
             loss = self.stage2_loss(out["logits"], t_logits, labels, temperature, alpha)
