@@ -18,21 +18,23 @@ WHOLE = pcz.PczModel.load(golden.WHOLE_MODEL)
 PATCH = pcz.PczModel.load(golden.PATCH_MODEL)
 GOLDEN_HASHES = {"tiny_rgb.pcz": "eb8be96ba54469e4955dba8708f9d3cf6d0885c51eac2d345bd37af35aed5a3c", "tiny_whole_archive.pcz": "5e231ac1648fcbf8169065dfdc2e14635c963039312a3b18fdd0da31f8e36d41",
                  "tiny_gray_20bit.pcz": "fe7561b17c6394e671aa338111a4f67a6653378f73634fe95b63e1c7031e58ad",
-                 "tiny_rgb_adapt.pcz": "f7724cbfc3f5c72739a8db1708bf5d21e2652e2217ecf532791cf146a2d64ddd"}
+                 "tiny_rgb_adapt.pcz": "f7724cbfc3f5c72739a8db1708bf5d21e2652e2217ecf532791cf146a2d64ddd",
+                 "tiny_rgb_stored.pcz": "66d638679841b98cfb50f9b72d38498d4c766554640bb50d67dbac783c71f85a"}
 ADAPT = pcz.PczModel.load(golden.ADAPT_MODEL)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (2, 2, 3), (3, 5, 3), (5, 7, 3), (9, 4, 3), (16, 16, 3)])
 def test_rgb_roundtrip_any_size(shape):
     img = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
-    data = pcz.compress(img, PATCH)
-    assert np.array_equal(pcz.decompress(data, PATCH), img)
+    for store in (False, True):  # the coder's path, and what a user gets (stored noise)
+        data = pcz.compress(img, PATCH, store=store)
+        assert np.array_equal(pcz.decompress(data, PATCH), img)
 
 
 @pytest.mark.parametrize("shape", [(6, 5), (1, 1), (7, 11), (12, 10)])
 def test_gray_whole_model_tiles_any_size(shape):
     img = np.random.default_rng(shape[0]).integers(0, 256, shape, dtype=np.uint8)
-    assert np.array_equal(pcz.decompress(pcz.compress(img, WHOLE), WHOLE), img)
+    assert np.array_equal(pcz.decompress(pcz.compress(img, WHOLE, store=False), WHOLE), img)
 
 
 def test_real_photo_crop():
@@ -61,7 +63,7 @@ def test_fast_and_naive_paths_give_identical_bitstreams():
     q = naive_conditionals(tables, x)
     enc = bs.Encoder()
     enc.encode_categorical(x[tables.coded_vars], q)
-    _, items = bs.read_container(pcz.compress(img, WHOLE))
+    _, items = bs.read_container(pcz.compress(img, WHOLE, store=False))
     assert items[0] == enc.to_bytes()
 
 
@@ -70,7 +72,10 @@ def test_golden_files_decode_and_reencode():
     assert np.array_equal(img, golden.golden_rgb_image())
     imgs = pcz.decompress_archive(golden.GOLDEN_ARCHIVE.read_bytes(), WHOLE)
     assert np.array_equal(imgs, golden.golden_gray_images())
-    assert pcz.compress(golden.golden_rgb_image(), PATCH) == golden.GOLDEN_IMAGE.read_bytes()
+    assert pcz.compress(golden.golden_rgb_image(), PATCH, store=False) == golden.GOLDEN_IMAGE.read_bytes()
+    stored = golden.GOLDEN_STORED.read_bytes()  # the stored fallback: header, then chunk S of raw pixels
+    assert np.array_equal(pcz.decompress(stored, PATCH), golden.golden_noise_image())
+    assert pcz.compress(golden.golden_noise_image(), PATCH) == stored
     for name, digest in GOLDEN_HASHES.items():
         assert hashlib.sha256((golden.HERE / name).read_bytes()).hexdigest() == digest
 
@@ -82,7 +87,7 @@ def test_golden_20_bit_model_file():
     assert (m20.precision, m20.emit.dtype, WHOLE.precision, WHOLE.emit.dtype) == (20, np.uint32, 16, np.uint16)
     data = golden.GOLDEN_IMAGE20.read_bytes()
     assert np.array_equal(pcz.decompress(data, m20), golden.golden_gray_images()[1])
-    assert pcz.compress(golden.golden_gray_images()[1], m20) == data
+    assert pcz.compress(golden.golden_gray_images()[1], m20, store=False) == data
     with pytest.raises(bs.ModelMismatchError):
         pcz.decompress(data, WHOLE)  # same tree and layout, other precision: another model
 
@@ -277,7 +282,7 @@ def test_cli_finds_shipped_model_by_hash(tmp_path):
     from neural_codecs.codec.io.images import read_image
     assert np.array_equal(read_image(tmp_path / "b.png"), img)
     data = (tmp_path / "a.pcz").read_bytes()
-    assert bs.read_container(data)[0].model_hash == pcz.load_model("natural-rgb").hash
+    assert bs.ContainerReader(data, extra_critical=pcz.STORED).header.model_hash == pcz.load_model("natural-rgb").hash
 
 
 def test_cli_train_patch_model_from_pngs(tmp_path):
@@ -303,3 +308,26 @@ def test_cli_train_patch_model_from_pngs(tmp_path):
     assert r.returncode == 2 and "--adapt" in r.stderr and not (tmp_path / "g.npz").exists()
     r = pcz_cli("info", "p.npz", cwd=tmp_path)
     assert r.returncode == 0 and '"every": %d' % pcz.DEFAULT_ADAPT[1] in r.stdout
+
+
+@pytest.mark.parametrize("shape", [(300, 3), (29, 28), (1, 1), (1, 40, 3), (17, 9, 3)])
+def test_incompressible_images_are_stored_not_expanded(shape):
+    """Noise codes larger than raw under any model: the file stores the pixels (critical chunk
+    ``S``), 8 bits a subpixel plus the container; bit-exact; a reader that predates ``S`` refuses
+    the file instead of misreading it; a stored chunk of the wrong size or beside an item is refused."""
+    img = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    model = pcz.load_model(pcz.default_model_for(img)) if pcz.shipped_model_path("natural-rgb").exists() else \
+        (PATCH if len(shape) == 3 else WHOLE)
+    res = pcz.compress_ex(img, model)
+    assert res.payload_bytes == img.size and len(res.data) - img.size <= 32
+    assert len(res.data) < len(pcz.compress(img, model, store=False))
+    assert np.array_equal(pcz.decompress(res.data, model), img)
+    assert pcz.file_info(res.data)["stored"] and not pcz.file_info(pcz.compress(img, model, store=False))["stored"]
+    pcz.check_limits(res.data, model)
+    with pytest.raises(bs.UnknownCriticalChunkError):
+        bs.read_container(res.data)
+    header = bs.ContainerReader(res.data, extra_critical=pcz.STORED).header
+    raw = img.tobytes()
+    for chunks in ([(pcz.STORED, raw[:-1])], [(pcz.STORED, raw), (bs.ITEM, b"")], [(pcz.STORED, raw)] * 2):
+        with pytest.raises(bs.MalformedError):
+            pcz.decompress(bs.write_container(header, chunks), model)

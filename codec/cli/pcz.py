@@ -160,10 +160,14 @@ def _fit_note(data: bytes, img: np.ndarray, model: pcz.PczModel, spec, out) -> s
     """A warning when the model fits the image badly: more bits a subpixel than the raw 8 (the
     MNIST model on a photograph), with the model to use instead."""
     bpsp = 8 * len(data) / img.size
-    if bpsp <= 8:
+    stored = pcz.file_info(data)["stored"]
+    if bpsp <= 8 and not stored:
         return None
     better = pcz.default_model_for(img)
     hint = f"; the shipped {better!r} model is made for images like this one" if better != spec else ""
+    if stored:
+        hint = hint or " (noise, or unlike anything the model learned)"
+        return f"{out}: warning: model {spec or better!r} gains nothing on this image: stored uncompressed{hint}"
     return f"{out}: warning: model {spec or better!r} codes this image at {bpsp:.2f} bits/subpixel, more than raw 8{hint}"
 
 

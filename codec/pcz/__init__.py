@@ -44,6 +44,10 @@ __all__ = [
 
 #: Default number of images coded as one stream in an archive.
 ARCHIVE_BLOCK = 1000
+#: Chunk type of a *stored* single image (critical: a reader that predates it refuses the file
+#: rather than misreading it): the raw pixels, used when the model's code would be no smaller
+#: (noise, or images far from anything the model learned), so no image costs more than raw.
+STORED = "S"
 
 
 def _as_nhwc(imgs: np.ndarray) -> np.ndarray:
@@ -86,18 +90,24 @@ def _header(model: PczModel, H: int, W: int, C: int, count: int | None = None, b
                      params=bs.varint.encode_uvarint(block) if count is not None else b"")
 
 
-def compress(img: np.ndarray, model: PczModel) -> bytes:
-    """Compress one uint8 image (H, W) gray or (H, W, 3) RGB; returns the ``.pcz`` bytes."""
-    return compress_ex(img, model).data
+def compress(img: np.ndarray, model: PczModel, *, store: bool = True) -> bytes:
+    """Compress one uint8 image (H, W) gray or (H, W, 3) RGB; returns the ``.pcz`` bytes.
+
+    ``store``: where the model's code is no smaller than the raw pixels, write those instead
+    (:data:`STORED`); False always writes the code (tests of the coder)."""
+    return compress_ex(img, model, store=store).data
 
 
-def compress_ex(img: np.ndarray, model: PczModel, progress=None) -> Result:
+def compress_ex(img: np.ndarray, model: PczModel, progress=None, *, store: bool = True) -> Result:
     """:func:`compress` with the sizes a benchmark reports; ``progress(done, total)`` if given."""
     img = check_image(img)
     C = 1 if img.ndim == 2 else 3
     _check_model_fits(model, C)
     H, W = img.shape[:2]
     payload, ideal = _encode_images(model, img[None], _tiling(model.layout, H, W), progress)
+    if store and len(payload) >= img.size:  # no gain over the raw pixels: store them (same framing cost)
+        raw = np.ascontiguousarray(img).tobytes()
+        return Result(bs.write_container(_header(model, H, W, C), [(STORED, raw)]), ideal, len(raw), img.size)
     data = bs.pack_items(_header(model, H, W, C), [payload])
     return Result(data, ideal, len(payload), img.size)
 
@@ -111,8 +121,18 @@ def _encode_images(model: PczModel, imgs: np.ndarray, tiling: _Tiling, progress=
 
 
 def _read_pcz(data: bytes, name: str | None):
-    """Header and items of a container that must be a pcz file with a usable image description."""
-    header, items = bs.read_container(data, name=name)
+    """Header, items and ``stored`` (the file holds one image's raw pixels, see :data:`STORED`) of a
+    container that must be a pcz file with a usable image description."""
+    items, stored = [], []
+    with bs.ContainerReader(data, name=name, extra_critical=STORED) as r:
+        header = r.header
+        for chunk in r.chunks():
+            if chunk.type == bs.ITEM:
+                items.append(chunk.body)
+            elif chunk.type == bs.BATCH:
+                items += bs.container.decode_batch(chunk.body, name)
+            elif chunk.type == STORED:
+                stored.append(chunk.body)
     if header.kind != bs.CodecKind.PCZ:
         raise MalformedError(f"this is a {bs.container.kind_name(header.kind)} file, not pcz", name)
     if header.width is None or header.channels is None:
@@ -123,7 +143,13 @@ def _read_pcz(data: bytes, name: str | None):
         raise MalformedError(f"declared size {header.width}x{header.height} is empty", name)
     if header.archive and header.count == 0:
         raise MalformedError("archive of 0 images", name)
-    return header, items
+    if stored:
+        if header.archive or items or len(stored) != 1:
+            raise MalformedError("a stored image must be the file's only item, in a single-image file", name)
+        if len(stored[0]) != header.width * header.height * header.channels:
+            raise MalformedError(f"stored image holds {len(stored[0])} bytes, its {header.width}x{header.height}x"
+                                 f"{header.channels} size needs {header.width * header.height * header.channels}", name)
+    return header, stored or items, bool(stored)
 
 
 @dataclass(frozen=True)
@@ -159,13 +185,13 @@ DEFAULT_LIMITS = Limits()
 
 
 def _open(data: bytes, model: PczModel, name: str | None, limits: Limits):
-    header, items = _read_pcz(data, name)
+    header, items, stored = _read_pcz(data, name)
     header.require_model(model.hash, name, what="pcz model")
     if header.width * header.height > limits.max_pixels:
         raise AbsurdSizeError(f"declared size {header.width}x{header.height} is over the limit of "
                               f"{limits.max_pixels} pixels (max_pixels)", name)
     _check_model_fits(model, header.channels, name)
-    return header, items
+    return header, items, stored
 
 
 def _check_streams(model: PczModel, header: bs.Header, payloads: list, counts: list, name, limits: Limits) -> None:
@@ -187,7 +213,9 @@ def _check_streams(model: PczModel, header: bs.Header, payloads: list, counts: l
 def check_limits(data: bytes, model: PczModel, name: str | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
     """Raise :class:`AbsurdSizeError` if decoding ``data`` needs more than ``limits`` allow (and
     any other error the decoder would raise before decoding); decodes nothing."""
-    header, items = _open(data, model, name, limits)
+    header, items, stored = _open(data, model, name, limits)
+    if stored:
+        return
     if not header.archive:
         if len(items) != 1:
             raise MalformedError("an archive: use decompress_archive", name)
@@ -217,7 +245,10 @@ def decompress(data: bytes, model: PczModel, name: str | None = None, progress=N
     """Decode a single-image ``.pcz`` file (bytes) to its uint8 array, bit-exact.
 
     Declared sizes are checked against ``limits`` before anything is allocated."""
-    header, items = _open(data, model, name, limits)
+    header, items, stored = _open(data, model, name, limits)
+    if stored:
+        shape = (header.height, header.width) + ((3,) if header.channels == 3 else ())
+        return np.frombuffer(items[0], dtype=np.uint8).reshape(shape).copy()
     if header.archive or len(items) != 1:
         raise MalformedError("an archive: use decompress_archive", name)
     _check_streams(model, header, items, [1], name, limits)
@@ -271,7 +302,7 @@ def decompress_archive(data: bytes, model: PczModel, name: str | None = None, in
 
     The count, the images' total size and every block's work are checked against ``limits``
     before anything is allocated."""
-    header, items = _open(data, model, name, limits)
+    header, items, _ = _open(data, model, name, limits)
     if not header.archive:
         return decompress(data, model, name, limits=limits)[None]
     N, block, sizes = _archive_plan(model, header, items, name, limits)
@@ -306,9 +337,9 @@ def timed_roundtrip(img: np.ndarray, model: PczModel) -> tuple[Result, float, fl
 
 def file_info(data: bytes, name: str | None = None) -> dict:
     """What a .pcz file says about itself, without needing the model (nothing is decoded)."""
-    header, items = _read_pcz(data, name)
+    header, items, stored = _read_pcz(data, name)
     n = header.count if header.archive else 1
     sub = n * header.width * header.height * header.channels
     return {"images": n, "width": header.width, "height": header.height, "channels": header.channels,
             "model_hash": header.model_hash.hex() if header.model_hash else None, "bytes": len(data),
-            "payload_bytes": sum(map(len, items)), "bits_per_subpixel": 8 * len(data) / sub}
+            "payload_bytes": sum(map(len, items)), "bits_per_subpixel": 8 * len(data) / sub, "stored": stored}

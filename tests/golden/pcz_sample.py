@@ -1,6 +1,7 @@
 """Tiny pcz models and golden .pcz files: how they were made.
 
 ``python tests/golden/pcz_sample.py`` rewrites them -- only for a deliberate format change;
+``python tests/golden/pcz_sample.py stored`` only the stored-fallback file,
 ``python tests/golden/pcz_sample.py 20bit`` rewrites only the 20-bit pair (model format with a
 ``precision`` entry, added after the first golden files), ``... adapt`` only the adaptive pair
 (an ``adapt`` entry: tables that follow the image, :mod:`models.pc.adapt`).
@@ -22,6 +23,7 @@ WHOLE20_MODEL = HERE / "pcz_tiny_whole_20bit.npz"  # as WHOLE_MODEL, probabiliti
 GOLDEN_IMAGE20 = HERE / "tiny_gray_20bit.pcz"
 ADAPT_MODEL = HERE / "pcz_tiny_patch_rgb_adapt.npz"  # 2x2 RGB patches, 20 bits, adaptive
 GOLDEN_ADAPT = HERE / "tiny_rgb_adapt.pcz"
+GOLDEN_STORED = HERE / "tiny_rgb_stored.pcz"  # noise under PATCH_MODEL: the stored fallback (chunk S)
 
 
 def golden_rgb_image() -> np.ndarray:
@@ -39,6 +41,10 @@ def golden_adapt_image() -> np.ndarray:
     y, x = np.mgrid[0:14, 0:17]
     t = (x * 7 + y * 3) % 5
     return np.stack([y * 9 + t, x * 8 + 2 * t, (x + y) * 5 + t], -1).astype(np.uint8)
+
+
+def golden_noise_image() -> np.ndarray:
+    return np.random.default_rng(5).integers(0, 256, (4, 6, 3), dtype=np.uint8)
 
 
 def _model(layout: PatchLayout, K: int, seed: int, name: str, precision: int = 16, adapt=None) -> PczModel:
@@ -69,10 +75,15 @@ def build_adapt() -> None:
     GOLDEN_ADAPT.write_bytes(compress(golden_adapt_image(), PczModel.load(ADAPT_MODEL)))
 
 
+def build_stored() -> None:
+    GOLDEN_STORED.write_bytes(compress(golden_noise_image(), PczModel.load(PATCH_MODEL)))
+
+
 if __name__ == "__main__":
     import sys
-    parts = {"20bit": [build_20bit], "adapt": [build_adapt]}
-    for part in parts[sys.argv[1]] if sys.argv[1:] else [build, build_20bit, build_adapt]:
+    parts = {"20bit": [build_20bit], "adapt": [build_adapt], "stored": [build_stored]}
+    for part in parts[sys.argv[1]] if sys.argv[1:] else [build, build_20bit, build_adapt, build_stored]:
         part()
-    for p in (WHOLE_MODEL, PATCH_MODEL, GOLDEN_IMAGE, GOLDEN_ARCHIVE, WHOLE20_MODEL, GOLDEN_IMAGE20, ADAPT_MODEL, GOLDEN_ADAPT):
+    for p in (WHOLE_MODEL, PATCH_MODEL, GOLDEN_IMAGE, GOLDEN_ARCHIVE, WHOLE20_MODEL, GOLDEN_IMAGE20, ADAPT_MODEL, GOLDEN_ADAPT,
+              GOLDEN_STORED):
         print(p.name, p.stat().st_size)
