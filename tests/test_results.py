@@ -73,7 +73,8 @@ def test_page_has_every_family_and_real_plots(suite):
                  "smoke-sized"):
         assert part in text, part
     assert "not run" not in text and "Not measured" not in text
-    for png in ("images.png", "video_rd.png", "time_to_psnr.png", "split_rate_accuracy.png"):
+    assert "paper's scale" in text and "Small scale" in text
+    for png in ("images.png", "video_rd.png", "time_to_psnr.png", "split_rate_accuracy.png", "split224_rate_accuracy.png"):
         p = suite["docs"] / png
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Image.open(p).size[0] > 300
         assert f"docs/results/{png}" in text
@@ -82,7 +83,8 @@ def test_page_has_every_family_and_real_plots(suite):
 def test_json_reads_as_compressai_results(suite):
     files = sorted(suite["docs"].rglob("*.json"))
     assert len(files) >= 12
-    metric = {"images": "bits_per_subpixel", "video": "psnr-rgb", "split": "top1", "speed": "speedup_batched"}
+    metric = {"images": "bits_per_subpixel", "video": "psnr-rgb", "split": "top1", "split224": "top1",
+              "speed": "speedup_batched"}
     for f in files:
         doc = json.loads(f.read_text())
         fam = f.relative_to(suite["docs"]).parts[0]

@@ -322,15 +322,18 @@ def test_bad_bitstreams_raise_typed_errors(models, codec):
     assert dec.decode(good)["top1"] in CLASSES  # still fine afterwards
 
 
-def test_golden_split_file():
+@pytest.mark.parametrize("stem", ["split_tiny", "split_lite_tiny"])
+def test_golden_split_file(stem):
     """``tests/golden/split_tiny.split`` (made by ``split_sample.py``) keeps decoding: the integer
     latent exactly (entropy decoding is integer-only; it includes escaped values); re-encoding the
     test image gives the same latent up to float rounding of the encoder on another CPU, and coding
-    the golden latent gives the golden bytes exactly."""
+    the golden latent gives the golden bytes exactly. ``split_lite_tiny``: the same for an edge
+    model of an EfficientNet-Lite0 student (its own architecture name and input scaling)."""
     import split_sample  # tests/golden is on pytest's pythonpath (pyproject.toml)
-    expect = json.loads((GOLDEN / "split_tiny.json").read_text())
-    data = (GOLDEN / "split_tiny.split").read_bytes()
-    edge = split.load_edge(GOLDEN / "split_tiny_edge.npz")
+    expect = json.loads((GOLDEN / f"{stem}.json").read_text())
+    data = (GOLDEN / f"{stem}.split").read_bytes()
+    edge = split.load_edge(GOLDEN / f"{stem}_edge.npz")
+    assert edge.config.arch == ("efficientnet_lite0" if "lite" in stem else "resnet18")
     assert edge.hash.hex() == expect["edge_model"] and len(data) == expect["bytes"]
     q = split.decode_latent(data, edge)
     assert list(q.shape) == expect["latent_shape"]

@@ -44,6 +44,11 @@ FAMILIES = ("images", "video", "split")
 NIRVANA_RUN = "size=800k,epochs=80,first_epochs=160,start_epochs=0,lr=5e-3,lam=0.001,psnr=31"
 
 
+#: The 224 px students' rate weights (stage 1 weighs bits per image against the MSE of the split
+#: point's features, whose variance is about 60).
+SPLIT224_BETAS = "1e-4,2e-4,5e-4"
+
+
 @dataclass(frozen=True)
 class Step:
     name: str
@@ -103,6 +108,18 @@ def steps(data: Path, work: Path, quick: bool = False) -> list[Step]:
               "--students", str(w / "split" / "students"), "--out", str(w / "split" / "bench"),
               "--cache-dir", str(w / "split" / "cache")]
              + (["--jpeg", "10,50", "--webp", "10,50", "--latency-images", "2"] if q else [])),
+        Step("split224-cache", "split", "the ImageNet teacher's targets on Imagenette's ImageNet-train images, 224 px",
+             ["train_split_imagenet.py", "cache", "--data", str(data / "imagenette"), "--out", str(w / "split224" / "cache"),
+              "--force"] + (["--limit", "8", "--batch", "4"] if q else [])),
+        Step("split224-students", "split", f"Entropic Students of EfficientNet-Lite0 for rate weights β {SPLIT224_BETAS}",
+             ["train_split_imagenet.py", "student", "--beta", SPLIT224_BETAS, "--cache", str(w / "split224" / "cache"),
+              "--out", str(w / "split224" / "students"), "--force"]
+             + (["--stage1-steps", "2", "--stage2-steps", "1", "--batch1", "2", "--batch2", "2", "--window", "64"]
+                if q else [])),
+        Step("split224-bench", "split", "224 px: top-1 vs bytes, students vs JPEG / WebP into the teacher; edge latency",
+             ["bench_split_imagenet.py", "run", "--data", str(data / "imagenette"),
+              "--students", str(w / "split224" / "students"), "--out", str(w / "split224" / "bench")]
+             + (["--jpeg", "10,50", "--webp", "10", "--latency-images", "2", "--repeats", "2"] if q else [])),
     ]
 
 

@@ -230,17 +230,22 @@ def _time_to_psnr(runs: dict[str, list[dict]], docs: Path) -> list[str]:
 
 def split_section(work: Path, docs: Path) -> list[str]:
     lines = ["## Split computing: Entropic Student vs JPEG / WebP into the same teacher", ""]
-    ds = load_docs(work / "split" / "bench")
-    if not ds:
-        return lines + ["Not measured yet (steps `split-*`).", ""]
-    _copy(ds, work / "split" / "bench", docs / "split")
-    summary = work / "split" / "bench" / "summary.md"
-    if summary.exists():
-        lines += summary.read_text().strip().splitlines() + [""]
-    png = work / "split" / "bench" / "rate_accuracy.png"
-    if png.exists():
-        shutil.copyfile(png, docs / "split_rate_accuracy.png")
-        lines += ["![top-1 vs kB per image](docs/results/split_rate_accuracy.png)", ""]
+    for sub, title in (("split224", "### At the paper's scale: ImageNet-pretrained EfficientNet-Lite0, 224 px"),
+                       ("split", "### Small scale: ResNet-18 (width 16) trained on Imagenette at 64 px")):
+        lines += [title, ""]
+        bench = work / sub / "bench"
+        ds = load_docs(bench)
+        if not ds:
+            lines += [f"Not measured yet (steps `{sub}-*`).", ""]
+            continue
+        _copy(ds, bench, docs / sub)
+        summary = bench / "summary.md"
+        if summary.exists():  # its own title line is replaced by the section's
+            lines += [ln for ln in summary.read_text().strip().splitlines() if not ln.startswith("# ")] + [""]
+        png = bench / "rate_accuracy.png"
+        if png.exists():
+            shutil.copyfile(png, docs / f"{sub}_rate_accuracy.png")
+            lines += [f"![top-1 vs kB per image](docs/results/{sub}_rate_accuracy.png)", ""]
     return lines
 
 

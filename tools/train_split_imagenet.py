@@ -1,8 +1,8 @@
 """Entropic Students of the ImageNet-pretrained EfficientNet-Lite0 at 224 px (issue 26), on a CPU.
 
     python tools/train_split_imagenet.py cache [--data DIR] [--out bench_data/split224/cache]
-    python tools/train_split_imagenet.py student --beta 0.3 [--cache bench_data/split224/cache]
-        [--stage1-steps 2000] [--stage2-steps 600] [-o bench_data/split224/student_b0.3]
+    python tools/train_split_imagenet.py student --beta 2e-4,1e-3 [--cache bench_data/split224/cache]
+        [--stage1-steps 2000] [--stage2-steps 600] [--out bench_data/split224]
 
 **Data.** Students learn from Imagenette's images that come from ImageNet's *training* split (every
 file in ``train/`` and ``val/`` not named ``ILSVRC2012_val_*``: 12,894 images); the 500 named so
@@ -25,8 +25,8 @@ pass through the frozen tail at full size every step, several times the cost on 
 0.5 · cross-entropy + 0.5 · KL(teacher ‖ student) over full 224 px crops, the tail's batch norms
 keeping the teacher's statistics (small batches), Adam with a cosine decay.
 
-Writes ``OUT.edge.npz`` and ``OUT.server.npz`` (the codec's model files) and ``OUT.json`` (recipe,
-times, loss history summary).
+For each β, writes ``OUT/student_b<β>_edge.npz`` and ``..._server.npz`` (the codec's model files)
+and ``OUT/student_b<β>.json`` (recipe, times, the last steps' losses).
 """
 from __future__ import annotations
 
@@ -223,20 +223,43 @@ def _loader(ds, batch: int, seed: int) -> DataLoader:
     return DataLoader(ds, batch_size=batch, shuffle=True, generator=g, drop_last=True, num_workers=0)
 
 
+def _betas(s: str) -> list[float]:
+    try:
+        betas = [float(v) for v in s.split(",") if v]
+    except ValueError:
+        _fail(f"--beta wants numbers separated by commas, not {s!r}")
+    if not betas or any(not b > 0 or not math.isfinite(b) for b in betas):
+        _fail("every beta must be a positive number")
+    return betas
+
+
+def student_paths(out: Path, beta: float) -> tuple[Path, Path, Path]:
+    stem = out / f"student_b{beta:g}"
+    return tuple(stem.with_name(stem.name + s) for s in ("_edge.npz", "_server.npz", ".json"))
+
+
 def cmd_student(args) -> None:
-    out = Path(args.output or f"bench_data/split224/student_b{args.beta:g}")
-    edge_p, server_p, json_p = (out.with_name(out.name + s) for s in ("_edge.npz", "_server.npz", ".json"))
-    if any(p.exists() for p in (edge_p, server_p)) and not args.force:
-        _fail(f"{edge_p} exists (use --force to overwrite)")
-    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    betas = _betas(args.beta)
+    for beta in betas:
+        if any(p.exists() for p in student_paths(out, beta)[:2]) and not args.force:
+            _fail(f"{student_paths(out, beta)[0]} exists (use --force to overwrite)")
     torch.set_num_threads(args.threads)
     cache = Cache(args.cache)
     teacher = teacher_or_fail()
+    for beta in betas:
+        train_student(args, cache, teacher, beta, out)
+
+
+def train_student(args, cache: Cache, teacher: EfficientNetLite0, beta: float, out: Path) -> None:
+    """Stage 1 then stage 2 for one β; writes the model files and the recipe."""
+    edge_p, server_p, json_p = student_paths(out, beta)
+    torch.manual_seed(args.seed)
     student = EntropicStudent.from_teacher(teacher, **STUDENT)
     t0 = time.perf_counter()
     h1 = student.train_stage1(None, _loader(Windows(cache, args.window, args.seed), args.batch1, args.seed),
                               epochs=math.ceil(args.stage1_steps * args.batch1 / len(cache.labels)),
-                              max_steps=args.stage1_steps, beta=args.beta, lr=args.lr1, schedule="cosine",
+                              max_steps=args.stage1_steps, beta=beta, lr=args.lr1, schedule="cosine",
                               keys=[student.config.split_key], progress=Every("stage 1"))
     t1 = time.perf_counter()
     h2 = student.train_stage2(None, _loader(FullCrops(cache), args.batch2, args.seed + 1),
@@ -244,19 +267,19 @@ def cmd_student(args) -> None:
                               max_steps=args.stage2_steps, lr=args.lr2, freeze_bn=True,
                               progress=Every("stage 2", 50)) if args.stage2_steps else []
     t2 = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     save_models(student, class_names(), edge_p, server_p, force=True, resize_size=RESIZE,
                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     tail = lambda h, k: float(np.mean([d[k] for d in h[-100:]])) if h else None  # noqa: E731
     doc = {"teacher": "efficientnet-lite0 (published ImageNet weights)", "arch": LITE_ARCH,
-           "student": student.config.to_dict(), "beta": args.beta, "window": args.window,
+           "student": student.config.to_dict(), "beta": beta, "window": args.window,
            "stage1": {"steps": args.stage1_steps, "batch": args.batch1, "lr": args.lr1, "seconds": round(t1 - t0),
                       "final_bits": tail(h1, "bits"), "final_distortion": tail(h1, "distortion")},
            "stage2": {"steps": args.stage2_steps, "batch": args.batch2, "lr": args.lr2, "seconds": round(t2 - t1),
                       "final_loss": tail(h2, "loss")},
            "images": len(cache.labels), "threads": args.threads, "machine": machine()}
     json_p.write_text(json.dumps(doc, indent=1))
-    print(f"{PROG} student: beta {args.beta:g}: stage 1 {t1 - t0:.0f} s (bits/image {doc['stage1']['final_bits']:.0f}), "
+    print(f"{PROG} student: beta {beta:g}: stage 1 {t1 - t0:.0f} s (bits/image {doc['stage1']['final_bits']:.0f}), "
           f"stage 2 {t2 - t1:.0f} s -> {edge_p}, {server_p}")
 
 
@@ -271,9 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.set_defaults(fn=cmd_cache)
     p = sub.add_parser("student", help="train one student (stage 1 then stage 2) from the cache")
-    p.add_argument("--beta", type=float, required=True, help="rate weight: larger = fewer bytes")
+    p.add_argument("--beta", required=True, help="rate weight(s), comma-separated: larger = fewer bytes")
     p.add_argument("--cache", default="bench_data/split224/cache")
-    p.add_argument("-o", "--output", help="output stem (default bench_data/split224/student_b<beta>)")
+    p.add_argument("--out", default="bench_data/split224", help="output folder (default bench_data/split224)")
     p.add_argument("--stage1-steps", type=int, default=2000)
     p.add_argument("--stage2-steps", type=int, default=600)
     p.add_argument("--batch1", type=int, default=16)

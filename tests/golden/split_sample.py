@@ -2,7 +2,9 @@
 
 ``python tests/golden/split_sample.py`` rewrites ``split_tiny_edge.npz`` (a tiny edge model),
 ``split_tiny.split`` (one image coded with it) and ``split_tiny.json`` (what the test expects) --
-only for a deliberate format change. The committed files, not this script, are what
+only for a deliberate format change. ``... lite`` rewrites only the ``split_lite_tiny*`` trio: an
+edge model of a student of the EfficientNet-Lite0 teacher (architecture ``efficientnet_lite0``,
+input RGB in [0, 1]: mean 0, std 1), added with that teacher. The committed files, not this script, are what
 ``tests/test_split.py::test_golden_split_file`` checks.
 
 The prior's quantiles are set narrow ([-2, 2] around the median) and the encoder's last
@@ -33,9 +35,13 @@ def latent_sha256(q: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(q, dtype="<i8").tobytes()).hexdigest()
 
 
-def make_student() -> EntropicStudent:
+LITE_CONFIG = dict(arch="efficientnet_lite0", num_classes=1000, enc_channels=(8, 8), bottleneck=4,
+                   dec_channels=(8, 8), input_size=32)
+
+
+def make_student(config: dict = CONFIG) -> EntropicStudent:
     torch.manual_seed(7)
-    s = EntropicStudent(StudentConfig(**CONFIG)).eval()
+    s = EntropicStudent(StudentConfig(**config)).eval()
     with torch.no_grad():
         s.encoder[4].weight.mul_(15.0)
         eb = s.entropy_bottleneck
@@ -44,22 +50,27 @@ def make_student() -> EntropicStudent:
     return s
 
 
-def main() -> None:
+def main(stem: str = "split_tiny", config: dict = CONFIG, mean=split.IMAGENET_MEAN, std=split.IMAGENET_STD) -> None:
     torch.set_num_threads(1)
-    edge = split.EdgeModel.from_student(make_student())
-    edge.save(HERE / "split_tiny_edge.npz", force=True)
-    edge = split.load_edge(HERE / "split_tiny_edge.npz")
+    edge = split.EdgeModel.from_student(make_student(config), mean=mean, std=std)
+    edge.save(HERE / f"{stem}_edge.npz", force=True)
+    edge = split.load_edge(HERE / f"{stem}_edge.npz")
     enc = split.EdgeEncoder(edge)
     q = enc.latent(image())
     data = split.encode_latent(q, edge)
-    (HERE / "split_tiny.split").write_bytes(data)
+    (HERE / f"{stem}.split").write_bytes(data)
     table = edge.table
     lo, hi = table.offsets[:, None, None], table.offsets[:, None, None] + table.lengths[:, None, None] - 2
     doc = {"edge_model": edge.hash.hex(), "latent_shape": list(q.shape), "latent_sha256": latent_sha256(q),
            "escapes": int(((q < lo) | (q > hi)).sum()), "bytes": len(data)}
-    (HERE / "split_tiny.json").write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"split_tiny.split: {len(data)} bytes; {doc}")
+    (HERE / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"{stem}.split: {len(data)} bytes; {doc}")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] == ["lite"]:
+        main("split_lite_tiny", LITE_CONFIG, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    else:
+        main()
