@@ -46,7 +46,7 @@ NIRVANA_RUN = "size=800k,epochs=80,first_epochs=160,start_epochs=0,lr=5e-3,lam=0
 
 #: The 224 px students' rate weights (stage 1 weighs bits per image against the MSE of the split
 #: point's features, whose variance is about 60).
-SPLIT224_BETAS = "1e-4,2e-4,5e-4"
+SPLIT224_BETAS = "2e-4,1e-3"
 
 
 @dataclass(frozen=True)

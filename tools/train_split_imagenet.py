@@ -21,9 +21,15 @@ what it does on the full image, at a third of the cost per image; the windows ar
 augmentation stage 1 needs. Matching the deeper stages too (the paper's ResNet recipe) would need a
 pass through the frozen tail at full size every step, several times the cost on a CPU.
 
-**Stage 2** (the paper's): encoder and prior frozen, decoder and the teacher's tail fine-tuned on
-0.5 · cross-entropy + 0.5 · KL(teacher ‖ student) over full 224 px crops, the tail's batch norms
-keeping the teacher's statistics (small batches), Adam with a cosine decay.
+**Stage 2**: encoder and prior frozen, decoder and the teacher's tail fine-tuned on full 224 px
+crops towards the teacher's logits, KL(teacher ‖ student) alone by default (``--alpha 1``), the
+tail's batch norms keeping the teacher's statistics (small batches), Adam with a cosine decay. The
+paper adds cross-entropy with the labels (``--alpha 0.5``), on all of ImageNet. Here the labels
+are Imagenette's ten classes only: cross-entropy teaches the 1000-way head that nothing else
+exists, and the student then "beats" its teacher on the 10-class evaluation images (a β 1e-3
+student trained so: 94.0 % 1000-way top-1 against the teacher's 69.2 %) by a changed prior, not
+by coding -- a comparison with JPEG / WebP into the unchanged teacher would be meaningless.
+Distilling the logits alone keeps the student a compressed copy of the teacher.
 
 For each β, writes ``OUT/student_b<β>_edge.npz`` and ``..._server.npz`` (the codec's model files)
 and ``OUT/student_b<β>.json`` (recipe, times, the last steps' losses).
@@ -264,7 +270,7 @@ def train_student(args, cache: Cache, teacher: EfficientNetLite0, beta: float, o
     t1 = time.perf_counter()
     h2 = student.train_stage2(None, _loader(FullCrops(cache), args.batch2, args.seed + 1),
                               epochs=math.ceil(args.stage2_steps * args.batch2 / len(cache.labels)),
-                              max_steps=args.stage2_steps, lr=args.lr2, freeze_bn=True,
+                              max_steps=args.stage2_steps, lr=args.lr2, freeze_bn=True, alpha=args.alpha,
                               progress=Every("stage 2", 50)) if args.stage2_steps else []
     t2 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -275,7 +281,8 @@ def train_student(args, cache: Cache, teacher: EfficientNetLite0, beta: float, o
            "student": student.config.to_dict(), "beta": beta, "window": args.window,
            "stage1": {"steps": args.stage1_steps, "batch": args.batch1, "lr": args.lr1, "seconds": round(t1 - t0),
                       "final_bits": tail(h1, "bits"), "final_distortion": tail(h1, "distortion")},
-           "stage2": {"steps": args.stage2_steps, "batch": args.batch2, "lr": args.lr2, "seconds": round(t2 - t1),
+           "stage2": {"steps": args.stage2_steps, "batch": args.batch2, "lr": args.lr2, "alpha": args.alpha,
+                      "seconds": round(t2 - t1),
                       "final_loss": tail(h2, "loss")},
            "images": len(cache.labels), "threads": args.threads, "machine": machine()}
     json_p.write_text(json.dumps(doc, indent=1))
@@ -304,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=128, help="stage 1 window side (multiple of 4)")
     p.add_argument("--lr1", type=float, default=1e-3)
     p.add_argument("--lr2", type=float, default=1e-4)
+    p.add_argument("--alpha", type=float, default=1.0,
+                   help="stage 2's KL weight; 1 - alpha goes to cross-entropy with the labels (default 1: KL only)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
