@@ -1,10 +1,10 @@
 """The Entropic Student (Matsubara, Yang, Levorato & Mandt, WACV 2022).
 
 A classifier is split early: a ResNet after ``layer1``, EfficientNet-Lite0 after its stage 2
-(:data:`.efficientnet_lite.SPLIT_BLOCK`; same 1/4 side). The text below names ResNet's parts. The *edge* runs a small learned encoder in place of
-the stem and layer1, quantizes its 24-channel output and entropy codes it under a learned
-factorized prior; the *server* decodes the latent back to layer1's shape and runs the teacher's
-remaining layers.
+(:data:`.efficientnet_lite.SPLIT_BLOCK`; the same 1/4 side). The text below names ResNet's parts.
+The *edge* runs a small learned encoder in place of the stem and layer1, quantizes its 24-channel
+output and entropy codes it under a learned factorized prior; the *server* decodes the latent back
+to layer1's shape and runs the teacher's remaining layers.
 
     encoder  Conv5×5/2 3→96 · GDN · Conv5×5/2 96→48 · GDN · Conv2×2 48→24 (padding 0)
     prior    EntropyBottleneck(24)
@@ -240,9 +240,8 @@ class EntropicStudent(nn.Module):
         """``{"logits", "likelihoods", "y", "y_hat", <feature_keys>}`` (ResNet: "layer1" — the
         decoder output —, "layer2", "layer3", "layer4"). ``y_hat`` is y plus noise in training
         mode, rounded at eval."""
-        y = self.encoder(x)
-        y_hat, likelihoods = self.entropy_bottleneck(y)
-        return {"y": y, "y_hat": y_hat, "likelihoods": likelihoods, **self.from_latent(y_hat)}
+        out = self.to_split(x)
+        return {**out, **self.tail(out[self.config.split_key])}
 
     def from_latent(self, y_hat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Server side: dequantized latent -> features and logits."""
