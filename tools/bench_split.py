@@ -314,9 +314,10 @@ def summarize(out: Path, groups: dict[str, list[dict]], header: str, check: str,
     """summary.md: the table (plus an encode-ms column at ``big_res`` px when measured) and the check."""
     key = f"edge_ms_{big_res}"
     big = big_res > 0 and any(key in p for pts in groups.values() for p in pts)
-    extra = f" encode ms at {big_res} px |" if big else ""
+    ten = any("top1_10class" in p for pts in groups.values() for p in pts)  # an ImageNet teacher on Imagenette
+    extra = (f" encode ms at {big_res} px |" if big else "") + (" top-1 of Imagenette's 10 (%) |" if ten else "")
     lines = [header, "", "| codec | setting | bytes/image | kB/image | top-1 (%) | edge ms |" + extra,
-             "|---|---|---|---|---|---|" + ("---|" if big else "")]
+             "|---|---|---|---|---|---|" + ("---|" if big else "") + ("---|" if ten else "")]
     for name, pts in groups.items():
         for p in sorted(pts, key=lambda p: p["bytes"]):
             if "beta" in p or "file" in p:
@@ -326,7 +327,8 @@ def summarize(out: Path, groups: dict[str, list[dict]], header: str, check: str,
             else:
                 setting = "raw"
             lines.append(f"| {name} | {setting} | {p['bytes']:.1f} | {p['bytes'] / 1000:.3f} | {100 * p['top1']:.2f} | "
-                         f"{_ms(p.get('edge_ms'))} |" + (f" {_ms(p.get(key))} |" if big else ""))
+                         f"{_ms(p.get('edge_ms'))} |" + (f" {_ms(p.get(key))} |" if big else "")
+                         + (f" {100 * p['top1_10class']:.2f} |" if ten else ""))
     text = "\n".join(lines) + "\n\n" + check.replace("\n  ", "\n- ") + "\n"
     (out / "summary.md").write_text(text)
     return text
