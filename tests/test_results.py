@@ -40,6 +40,8 @@ def _fake_data(root):
     write_video(root / "video" / "short_hamilton_clip.mkv", frames[::-1].copy(), 30, lossless=True)
     (root / "video" / "short_hamilton_clip.mkv").rename(root / "video" / "short_hamilton_clip.mp4")
     _fake_imagenette(root / "imagenette")
+    for i, d in enumerate(sorted((root / "imagenette" / "val").iterdir())):  # the ImageNet teacher's evaluation files
+        (d / f"ILSVRC2012_val_{i:08d}.JPEG").write_bytes((d / "img_0.JPEG").read_bytes())
     return root
 
 
