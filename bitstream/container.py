@@ -502,8 +502,10 @@ class ContainerReader:
             raise MalformedError("trailing data after the last chunk")
 
     # -- streaming -------------------------------------------------------------------------------
-    def _walk(self) -> Iterator[tuple[Chunk, list[bytes]]]:
-        """Every chunk after the header with the items it holds, CRC- and structure-checked."""
+    def walk(self) -> Iterator[tuple[Chunk, list[bytes]]]:
+        """Every chunk after the header with the items it holds (``D``: its body, ``B``: its items,
+        any other type: none), CRC- and structure-checked: one pass for a codec that reads its own
+        chunk types beside the items."""
         try:
             self._seek(self._first)
             for _ in range(self.n_chunks):
@@ -522,12 +524,12 @@ class ContainerReader:
 
     def chunks(self) -> Iterator[Chunk]:
         """Every chunk after the header, in file order. Callers skip ancillary types they do not know."""
-        for chunk, _ in self._walk():
+        for chunk, _ in self.walk():
             yield chunk
 
     def items(self) -> Iterator[bytes]:
         """Every item in order (``D`` chunks and the contents of ``B`` chunks); other chunks skipped."""
-        for _, items in self._walk():
+        for _, items in self.walk():
             yield from items
 
     def read_items(self) -> list[bytes]:

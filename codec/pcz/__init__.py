@@ -126,12 +126,9 @@ def _read_pcz(data: bytes, name: str | None):
     items, stored = [], []
     with bs.ContainerReader(data, name=name, extra_critical=STORED) as r:
         header = r.header
-        for chunk in r.chunks():
-            if chunk.type == bs.ITEM:
-                items.append(chunk.body)
-            elif chunk.type == bs.BATCH:
-                items += bs.container.decode_batch(chunk.body, name)
-            elif chunk.type == STORED:
+        for chunk, chunk_items in r.walk():
+            items += chunk_items
+            if chunk.type == STORED:
                 stored.append(chunk.body)
     if header.kind != bs.CodecKind.PCZ:
         raise MalformedError(f"this is a {bs.container.kind_name(header.kind)} file, not pcz", name)
