@@ -359,6 +359,33 @@ def test_embedding_rate_is_scored_against_the_predecessor():
     assert torch.allclose(mixed, parts)
 
 
+def test_embedding_tables_enter_the_rate_estimate():
+    """The coder sends a table row per channel and mode, a byte per integer it spans; the training
+    estimate counts them (8 bits times 2·max|v| + 1 per channel), with a gradient that widens the
+    step, and HNeRV's step weighs each mode's rows so an epoch of single frames counts each once."""
+    from neural_codecs.models.inr.hnerv import EMB_RUN, HNeRVStep
+    from neural_codecs.models.inr.quant import row_table_bits
+
+    v = torch.zeros(2, 2, 1, 3)
+    v[0, 0, 0, 1] = -3.0  # channel 0 spans -3..3 in frame 0; frame 1 and channel 1 are all zero
+    both, first, second = (torch.tensor(m).view(-1, 1, 1, 1) for m in ([True, True], [True, False], [False, True]))
+    assert float(row_table_bits(v, both)) == 8 * 7 + 8 * 1
+    assert float(row_table_bits(v, second)) == 8 * 1 + 8 * 1
+    q = QuantizedLatents(2)  # training: values plus noise, differentiable
+    x = (torch.randn(1, 2, 3, 4) * 3).requires_grad_()
+    q(x)
+    intra, _ = q.table_bits
+    intra.backward()
+    assert q.log_step.grad is not None and (q.log_step.grad < 0).all()  # a coarser step spans less
+
+    T = 2 * EMB_RUN + 3
+    cfg = nerv.make_config("hnerv", 20, 28, T, size=3000)
+    step = HNeRVStep(QuantizedNet(build_net("hnerv", cfg), 8), T, cfg)
+    step.embq.table_bits = (torch.tensor(100.0), torch.tensor(7.0))
+    per_frame = [float(step._tables(torch.tensor([t % EMB_RUN != 0]))) for t in range(T)]
+    assert sum(per_frame) / T == pytest.approx(107.0)
+
+
 @pytest.mark.parametrize("kind", ["hnerv", "nervpp", "nirvana"])
 def test_training_step_keeps_every_tensor_on_the_model_device(kind):
     """Run on the meta device: any tensor a forward pass makes on the CPU (a device mismatch that

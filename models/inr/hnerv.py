@@ -258,7 +258,20 @@ class HNeRVStep(FrameStep):
         emb, _, ebits = self.embq(z, self.memory[before.to(z.device)], delta)
         self.memory[idx.to(z.device)] = emb.detach()
         self.seen[idx] = True
-        return self.qnet(emb), self.qnet.rate_bits() + ebits * emb_scale
+        return self.qnet(emb), self.qnet.rate_bits() + ebits * emb_scale + self._tables(delta)
+
+    def _tables(self, delta: torch.Tensor) -> torch.Tensor | float:
+        """The embedding tables' bits in the step's rate estimate: each mode's rows, as this
+        batch spans them, weighted by how often a batch holds that mode, so that the estimate of
+        the whole clip counts each row once (an unbiased estimate over the batches of an epoch)."""
+        T, n = self.frames, len(delta)
+        n_delta = T - -(-T // EMB_RUN)  # frames coded as differences
+        k_delta = int(delta.sum())
+        intra, diff = self.embq.table_bits
+        out = intra * ((n - k_delta) / n) / ((T - n_delta) / T)
+        if n_delta and k_delta:
+            out = out + diff * (k_delta / n) / (n_delta / T)
+        return out
 
     @torch.no_grad()
     def finish(self, padded: torch.Tensor, device: str):
