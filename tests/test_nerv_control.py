@@ -62,10 +62,10 @@ def test_rate_control_leads_by_the_trend_of_the_coded_bits():
 
 
 def test_a_short_plan_is_steered_within_its_epochs():
-    from neural_codecs.models.inr.train import RATE_LAG_STEPS, RATE_UPDATES, steer_every as _steer_every
+    from neural_codecs.models.inr.train import RATE_LAG_STEPS, RATE_LEAD_MIN, RATE_UPDATES, steer_every as _steer_every
 
     rc = RateControl(0.02, 1000.0)
-    assert _steer_every(rc, 55 * 240, 240) == 240 and rc.lead == 0.0  # the default: once an epoch
+    assert _steer_every(rc, 55 * 240, 240) == 240 and rc.lead == RATE_LEAD_MIN  # the default: once an epoch
     every = _steer_every(rc, 12 * 240, 240)  # a time cap planned 12 epochs: steered within them
     assert every < 240 and 12 * 240 // every >= RATE_UPDATES
     assert rc.lead == pytest.approx(RATE_LAG_STEPS / every - 1)
