@@ -260,7 +260,7 @@ class HNeRVStep(FrameStep):
         self.seen[idx] = True
         return self.qnet(emb), self.qnet.rate_bits() + ebits * emb_scale + self._tables(delta)
 
-    def _tables(self, delta: torch.Tensor) -> torch.Tensor | float:
+    def _tables(self, delta: torch.Tensor) -> torch.Tensor:
         """The embedding tables' bits in the step's rate estimate: each mode's rows, as this
         batch spans them, weighted by how often a batch holds that mode, so that the estimate of
         the whole clip counts each row once (an unbiased estimate over the batches of an epoch)."""
