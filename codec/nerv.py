@@ -6,15 +6,16 @@ File layout (``bitstream/FORMAT.md`` §13 has every byte):
   its hyper-parameters as canonical JSON (``{"v":1,"model":…,"config":{…},"pix_fmt":"rgb24"}``);
 - ``W`` chunks (critical): one network's integer weights — HNeRV and NeRV++ have one, NIRVANA one
   per group of frames, in order (a group may be coded as the residual against the previous one);
-- ``E`` chunks (critical, HNeRV only): the integer embeddings of a run of consecutive frames, the
-  run's first frame as it is and the others as differences to their predecessor (format v2; v1
-  files, eight frames per run each coded as it is under the chunk's own table, still decode);
+- ``E`` chunks (critical, HNeRV only): the integer embeddings of a run of 16 consecutive frames,
+  the clip's first frame as it is and every other as the difference to its predecessor, channel
+  by channel under context rows (format v3; v2 files, which restart the differences at each run
+  under two rows, and v1 files, eight frames per run each coded as it is, still decode);
 - ``t`` chunks (ancillary): what the encoder measured (PSNR, settings), for ``nervcodec info``.
 
 Integers are coded by the shared entropy layer under empirical-histogram :class:`~bitstream.CdfTable`
 rows that travel in the chunk (one row per large tensor, one shared by the small ones), so any
 value decodes exactly and the table costs a few dozen bytes. Decoding streams chunk by chunk; any
-single frame decodes alone (HNeRV: the weights and its ``E`` chunk; NeRV++: the weights; NIRVANA:
+single frame decodes alone (HNeRV: the weights and the ``E`` chunks up to its own; NeRV++: the weights; NIRVANA:
 the weight chunks up to its group, no frames rendered on the way).
 """
 from __future__ import annotations
@@ -38,18 +39,19 @@ from neural_codecs.models.inr import EMB_RUN, KINDS, FitOptions, Fitted, Quantiz
 from neural_codecs.models.inr.distributed import team
 from neural_codecs.models.inr.fit import probe_step_seconds
 from neural_codecs.models.inr.quant import ROW_CAPS, SMALL_TENSOR as QUANT_SMALL_TENSOR, TABLE_SPAN
-from neural_codecs.models.inr.hnerv import EMB_BITS_PER_VALUE, delta_coded
+from neural_codecs.models.inr.hnerv import EMB_BITS_PER_VALUE, EMB_ROWS, context_rows, embedding_layout
 
 from .eval import metrics
 
 WEIGHTS = "W"
 EMBEDDINGS = "E"
 CHUNK_TYPES = WEIGHTS + EMBEDDINGS
-FORMAT_VERSION = 2
-#: Versions this reader decodes (v1: HNeRV embeddings coded frame by frame, 8 frames per chunk).
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+#: Versions this reader decodes (v1: HNeRV embeddings coded frame by frame, 8 frames per chunk;
+#: v2: differences restarting at each chunk, two table rows).
+READABLE_VERSIONS = (1, 2, 3)
 #: Frames per ``E`` chunk (HNeRV), by format version: the unit a single-frame decode reads.
-EMB_RUNS = {1: 8, 2: EMB_RUN}
+EMB_RUNS = {1: 8, 2: EMB_RUN, 3: EMB_RUN}
 #: Tensors with fewer values share one table row; larger ones get their own.
 SMALL_TENSOR = QUANT_SMALL_TENSOR
 #: Widest table row; values outside it are escape-coded (exact, just dearer).
@@ -430,27 +432,20 @@ class EncodeResult:
         return self.fitted.frames.numpy()
 
 
-def _delta_rows(shape: tuple[int, ...]) -> np.ndarray:
-    """Table row of every embedding value of frames 0 … shape[0] − 1 (a whole clip, or one run):
-    0 where the frame is coded as it is, 1 where as the difference to its predecessor — the rule
-    training scores the rate by (:func:`models.inr.hnerv.delta_coded`)."""
-    delta = np.array([delta_coded(t) for t in range(shape[0])], dtype=np.int64)
+def _v2_rows(shape: tuple[int, ...]) -> np.ndarray:
+    """Format v2's table row of every embedding value of one run of frames: 0 for the run's first
+    frame (coded as it is), 1 for the others (coded as the difference to their predecessor)."""
+    delta = (np.arange(shape[0]) != 0).astype(np.int64)
     return np.broadcast_to(delta.reshape(-1, *[1] * (len(shape) - 1)), shape).copy()
 
 
-def _delta_layout(ints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer embeddings (n, C, h, w) → (values coded, table row of each)."""
-    rows = _delta_rows(ints.shape)
-    vals = ints.copy()
-    vals[1:] -= ints[:-1] * rows[1:]
-    return vals, rows
-
-
 def _emb_chunks(vals: np.ndarray, rows: np.ndarray, table: bs.CdfTable) -> Iterator[bytes]:
-    """``E`` bodies (v2): per run, the value count and the entropy stream of its coded values."""
+    """``E`` bodies (v3): per run, the value count and one entropy stream holding the run's
+    values channel by channel (the order the decoder learns each channel's rows in)."""
     for lo in range(0, len(vals), EMB_RUN):
         enc = bs.Encoder()
-        enc.encode_factorized(vals[lo:lo + EMB_RUN].ravel(), table, rows[lo:lo + EMB_RUN].ravel())
+        for c in range(vals.shape[1]):
+            enc.encode_factorized(vals[lo:lo + EMB_RUN, c].ravel(), table, rows[lo:lo + EMB_RUN, c].ravel())
         yield encode_uvarint(vals[lo:lo + EMB_RUN].size) + enc.to_bytes()
 
 
@@ -466,9 +461,10 @@ def pack(fitted: Fitted, fps, texts: dict[str, str] | None = None) -> bytes:
     if get_kind(kind).embeddings:  # the embeddings' steps and table ride in front of the network they feed
         ints = np.stack([t.ints.numpy() for t in fitted.emb], axis=1)
         steps = _pack_floats([t.step for t in fitted.emb])
-        vals, rows = _delta_layout(ints)
+        vals, rows = embedding_layout(ints)
         # one table shared by all ``E`` chunks
-        table, bodies = _smallest(lambda t: list(_emb_chunks(vals, rows, t)), [vals[rows == 0], vals[rows == 1]])
+        table, bodies = _smallest(lambda t: list(_emb_chunks(vals, rows, t)),
+                                  [vals[rows == r] for r in range(EMB_ROWS)])
         tb = table.to_bytes()
         chunks[0] = (WEIGHTS, encode_uvarint(len(steps)) + steps + encode_uvarint(len(tb)) + tb + chunks[0][1])
         chunks += [(EMBEDDINGS, b) for b in bodies]
@@ -625,26 +621,47 @@ class NervReader:
                 if n > len(body) - pos:
                     raise bs.TruncatedError("embedding table runs past the chunk", self.name)
                 table, used = bs.CdfTable.from_bytes(body[pos:pos + n], self.name)
-                if used != n or table.rows != 2:
-                    raise NervError(f"embedding table has {table.rows} rows, 2 expected", self.name)
+                want = 2 if self.version == 2 else EMB_ROWS
+                if used != n or table.rows != want:
+                    raise NervError(f"embedding table has {table.rows} rows, {want} expected", self.name)
                 pos += n
             emb = (steps, table)
             body = body[pos:]
         return decode_weights(body, self._shapes, prev, self.name), emb
 
-    def _embeddings(self, body: bytes, run: int, emb) -> torch.Tensor:
+    def _embeddings(self, body: bytes, run: int, emb, last: np.ndarray | None = None) -> np.ndarray:
+        """Run ``run``'s integer embeddings (n, C, h, w); ``last``: the previous run's last frame's
+        integers (v3 continues its differences across runs; the first run has none)."""
         steps, table = emb
         c, h, w = self.config.emb_shape
         n = min(self.emb_run, self.count - run * self.emb_run)
         if table is None:  # v1: the chunk's own table, every frame as it is
             (ints,) = decode_ints(body, [(n, c, h, w)], self.name)
-        else:
-            count, pos = decode_uvarint(body, 0)
-            if count != n * c * h * w:
-                raise NervError(f"embedding chunk holds {count} integers, {n * c * h * w} expected", self.name)
-            vals = bs.Decoder(body[pos:], self.name).decode_factorized(table, _delta_rows((n, c, h, w)))
-            ints = np.cumsum(vals, axis=0)
-        return dequantize_embeddings([QuantizedTensor(torch.from_numpy(ints[:, k].copy()), steps[k]) for k in range(c)])
+            return ints
+        count, pos = decode_uvarint(body, 0)
+        if count != n * c * h * w:
+            raise NervError(f"embedding chunk holds {count} integers, {n * c * h * w} expected", self.name)
+        dec = bs.Decoder(body[pos:], self.name)
+        if self.version == 2:
+            return np.cumsum(dec.decode_factorized(table, _v2_rows((n, c, h, w))), axis=0)
+        vals = np.empty((n, c, h, w), dtype=np.int64)
+        moved = np.zeros((n, h, w), dtype=np.int64)
+        for k in range(c):
+            rows = context_rows(moved, k)
+            if run == 0:
+                rows[0] = 0  # the clip's first frame, as it is
+            vals[:, k] = dec.decode_factorized(table, rows)
+            moved += np.abs(vals[:, k])
+        if run == 0:
+            return np.cumsum(vals, axis=0)
+        if last is None:
+            raise ValueError("a v3 run after the first needs its predecessor's integers")
+        return last[None] + np.cumsum(vals, axis=0)
+
+    def _dequantized(self, ints: np.ndarray, emb) -> torch.Tensor:
+        steps, _ = emb
+        return dequantize_embeddings([QuantizedTensor(torch.from_numpy(ints[:, k].copy()), steps[k])
+                                      for k in range(ints.shape[1])])
 
     def _net(self, tensors):
         try:
@@ -668,8 +685,11 @@ class NervReader:
                     yield self._kind.render(self.config, net, count=self.count,
                                             frames=range(lo, min(span.stop, lo + batch)), device=device).numpy()
                 continue
+            last = None
             for run, e in enumerate(ei):
-                emb = self._embeddings(self._r.read_chunk(e).body, run, emb_coding)
+                ints = self._embeddings(self._r.read_chunk(e).body, run, emb_coding, last)
+                last = ints[-1]
+                emb = self._dequantized(ints, emb_coding)
                 lo = run * self.emb_run
                 yield self._kind.render(self.config, net, count=self.count, frames=range(lo, lo + len(emb)),
                                         emb=emb, device=device).numpy()
@@ -679,7 +699,7 @@ class NervReader:
 
     def frame(self, i: int, device: str = "cpu") -> np.ndarray:
         """Frame ``i`` alone (uint8 (H, W, 3)), reading only the chunks it needs: the networks up
-        to the one that renders it, and its embeddings' ``E`` chunk."""
+        to the one that renders it, and the ``E`` chunks up to its own (v3; v1 and v2: its own)."""
         if not 0 <= i < self.count:
             raise IndexError(f"frame {i} out of range (file holds {self.count})")
         wi, ei = self.index()
@@ -691,7 +711,12 @@ class NervReader:
         if emb_coding is not None:
             run = i // self.emb_run
             k = i - run * self.emb_run
-            emb = self._embeddings(self._r.read_chunk(ei[run]).body, run, emb_coding)[k:k + 1]
+            last = None
+            # v3 differences run on across runs: the integers of the runs before (no rendering)
+            for j in range(run if self.version >= 3 else 0):
+                last = self._embeddings(self._r.read_chunk(ei[j]).body, j, emb_coding, last)[-1]
+            ints = self._embeddings(self._r.read_chunk(ei[run]).body, run, emb_coding, last)
+            emb = self._dequantized(ints[k:k + 1], emb_coding)
         return self._kind.render(self.config, self._net(prev), count=self.count, frames=range(i, i + 1), emb=emb,
                                  device=device).numpy()[0]
 

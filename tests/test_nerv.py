@@ -265,12 +265,13 @@ def test_other_containers_are_not_nerv():
 # -- golden file: the format is pinned -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_golden_nerv_file(version):
     """``tests/golden/nerv_tiny_v<N>.nerv`` (made by ``tests/golden/nerv_sample.py`` in format
     version N) keeps decoding: the integers exactly (entropy decoding is integer-only), the frames
     within 1 level (float convs may round differently on another CPU). v1 files (embeddings coded
-    frame by frame, eight per chunk) still decode after v2 (differences within runs of 16)."""
+    frame by frame, eight per chunk) and v2 files (differences within runs of 16) still decode
+    after v3 (differences across runs, under context rows; its golden file spans two runs)."""
     stem = GOLDEN / f"nerv_tiny_v{version}"
     data = stem.with_suffix(".nerv").read_bytes()
     expect = json.loads(stem.with_suffix(".json").read_text())
@@ -284,9 +285,13 @@ def test_golden_nerv_file(version):
         assert h.hexdigest() == expect["weights_sha256"]
         assert coding[0] == expect["embedding_steps"]
         if "embeddings_sha256" in expect:
-            emb = torch.cat([r._embeddings(r._r.read_chunk(c).body, j, coding) for j, c in enumerate(ei)])
-            ints = torch.round(emb / torch.tensor(coding[0]).view(1, -1, 1, 1)).to(torch.int64)
-            assert hashlib.sha256(ints.numpy().astype("<i8").tobytes()).hexdigest() == expect["embeddings_sha256"]
+            last, parts = None, []
+            for j, c in enumerate(ei):
+                parts.append(r._embeddings(r._r.read_chunk(c).body, j, coding, last))
+                last = parts[-1][-1]
+            ints = np.concatenate(parts).astype("<i8")
+            assert hashlib.sha256(ints.tobytes()).hexdigest() == expect["embeddings_sha256"]
+            assert len(ei) == expect.get("embedding_chunks", 1)
         frames = r.frames()
     ref = np.load(f"{stem}_frames.npy", allow_pickle=False)
     assert frames.shape == ref.shape
@@ -317,10 +322,11 @@ def test_golden_nirvana_file():
     assert int(np.abs(frames.astype(int) - ref).max()) <= 1
 
 
-def test_embeddings_are_coded_as_differences_within_runs():
-    """HNeRV's integer embeddings: the first frame of each run of ``EMB_RUN`` as it is, the others
-    as differences to their predecessor, under one table in the ``W`` chunk. Every frame decodes
-    from its own run alone, and slowly changing embeddings cost far less than coded one by one."""
+def test_embeddings_are_coded_as_differences_across_runs():
+    """HNeRV's integer embeddings: the clip's first frame as it is, every other as the difference
+    to its predecessor across the ``E`` chunks of ``EMB_RUN`` frames, under one table of context
+    rows in the ``W`` chunk. Every frame decodes alone (from the chunks up to its own), and slowly
+    changing embeddings cost far less than coded one by one."""
     cfg = hnerv_config(16, 24, 2500)
     T = 2 * EMB_RUN + 3
     rng = np.random.default_rng(5)
@@ -334,8 +340,11 @@ def test_embeddings_are_coded_as_differences_within_runs():
         wi, ei = r.index()
         assert len(ei) == 3
         _, coding = r._weights(r._r.read_chunk(wi[0]).body, None)
-        got = torch.cat([r._embeddings(r._r.read_chunk(e).body, j, coding) for j, e in enumerate(ei)])
-        assert torch.equal(got, dequantize_embeddings(emb))
+        last, got = None, []
+        for j, e in enumerate(ei):
+            got.append(r._embeddings(r._r.read_chunk(e).body, j, coding, last))
+            last = got[-1][-1]
+        assert np.array_equal(np.concatenate(got), ints)
         frames = r.frames()
         for i in (0, EMB_RUN - 1, EMB_RUN, EMB_RUN + 1, T - 1):
             assert np.array_equal(r.frame(i), frames[i])
@@ -382,7 +391,7 @@ def test_embedding_tables_enter_the_rate_estimate():
     cfg = nerv.make_config("hnerv", 20, 28, T, size=3000)
     step = HNeRVStep(QuantizedNet(build_net("hnerv", cfg), 8), T, cfg)
     step.embq.table_bits = (torch.tensor(100.0), torch.tensor(7.0))
-    per_frame = [float(step._tables(torch.tensor([t % EMB_RUN != 0]))) for t in range(T)]
+    per_frame = [float(step._tables(torch.tensor([t != 0]))) for t in range(T)]
     assert sum(per_frame) / T == pytest.approx(107.0)
 
 
@@ -420,3 +429,22 @@ def test_hnerv_training_step_keeps_its_embedding_memory_on_the_model_device():
         y, bits = step(torch.zeros(2, 3, Hp, Wp, device="meta"), 2.0, idx)
         assert y.device.type == "meta" and bits.device.type == "meta"
     assert step.memory.device.type == "meta" and step.seen.tolist() == [True, True, True, False]
+
+
+def test_embedding_context_rows_follow_the_earlier_channels():
+    """Format v3's table rows: the clip's first frame on row 0, channel 0's differences on row 1,
+    and channel c > 0's on 2 + how many of the edges the earlier channels' motion around the value
+    reaches (per 3x3 cell and channel), from integers alone."""
+    from neural_codecs.models.inr.hnerv import EMB_CTX_EDGES, EMB_ROWS, context_rows, embedding_layout
+
+    ints = np.zeros((3, 3, 4, 5), dtype=np.int64)
+    ints[2, 0, 0, 0] = 90  # frame 2 moves in channel 0 at one corner: channels 1, 2 see it nearby
+    vals, rows = embedding_layout(ints)
+    assert (rows[0] == 0).all() and (rows[1:, 0] == 1).all()
+    assert (rows[1, 1:] == 2).all()  # a still frame: the lowest context
+    assert rows[2, 1, 0, 0] == 2 + len(EMB_CTX_EDGES) and rows[2, 1, 3, 4] == 2  # near the move / far away
+    assert rows.max() < EMB_ROWS
+    moved = np.zeros((1, 4, 5), dtype=np.int64)
+    moved[0, 1, 1] = 9 * 2  # 9-cell sum 18 over 9 cells and c = 2 channels: 1 a cell and channel
+    assert context_rows(moved, 2)[0, 1, 1] == 3
+    assert np.array_equal(embedding_layout(ints[1:], first=False)[0], vals[2:])

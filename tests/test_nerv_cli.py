@@ -134,12 +134,12 @@ def test_decode_from_stdin_to_stdout(tmp_path):
     """``nervcodec decode - < clip.nerv > clip.y4m``: a pipe in, YUV4MPEG2 out, nothing on disk."""
     from conftest import GOLDEN
 
-    data = (GOLDEN / "nerv_tiny_v2.nerv").read_bytes()
+    data = (GOLDEN / "nerv_tiny_v3.nerv").read_bytes()
     r = subprocess.run([sys.executable, "-m", "neural_codecs.codec.cli.nerv", "decode", "-"], input=data,
                        capture_output=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(b"YUV4MPEG2 ") and list(tmp_path.iterdir()) == []
     (tmp_path / "back.y4m").write_bytes(r.stdout)
     back = read_video(tmp_path / "back.y4m")
-    expect = np.load(GOLDEN / "nerv_tiny_v2_frames.npy")
+    expect = np.load(GOLDEN / "nerv_tiny_v3_frames.npy")
     assert back.frames.shape == expect.shape

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,13 +19,28 @@ from .frame_fit import FrameKind, FrameStep
 from .layout import default_strides, leaky_tanh, round_up
 from .quant import QuantizedLatents, QuantizedNet, QuantizedTensor, empirical_bits
 
-#: Frames per independently decodable run of embeddings: a run's first frame is coded as it is,
-#: the others as the difference to their predecessor (see :class:`~models.inr.quant.QuantizedLatents`).
-#: A single frame decodes from its run alone.
+#: Frames per ``E`` chunk: the unit the decoder streams. The clip's first frame's embedding is
+#: coded as it is, every later one as the difference to its predecessor (see
+#: :class:`~models.inr.quant.QuantizedLatents`), across chunks: a single frame decodes from the
+#: chunks up to its own (integers only, no frames rendered on the way). Format v2 restarted the
+#: chain at each chunk; one chain codes the embeddings in 8 % fewer bits on the second development
+#: clip and 23 % fewer on the benchmark clip (240 frames at 320x180, the defaults' files).
 EMB_RUN = 16
 
+#: Context edges of the embedding differences (format v3). Channel c > 0 of a frame is coded
+#: after channels 0..c-1, under one of ``len(EMB_CTX_EDGES) + 1`` table rows chosen by how much
+#: those channels moved around the value: a = Σ|differences of channels < c| over the 3x3
+#: neighbourhood, per neighbour and channel; the row is the number of edges ≤ a. Where one
+#: channel moves the others do too (motion, cuts), so the rows separate still from moving values.
+#: Measured on the two development clips' default files (240 frames, 320x180), with tables: the
+#: embeddings' bits fall a further 16 % (second clip) and 12 % (benchmark clip) against one row.
+EMB_CTX_EDGES = (1, 3, 6, 12)
+#: Embedding table rows (v3): 0 the first frame's values, 1 channel 0's differences, then one per
+#: context of the other channels' differences.
+EMB_ROWS = 2 + len(EMB_CTX_EDGES) + 1
+
 #: Embedding bits per value assumed when sizing: frames coded as differences to their predecessor
-#: cost about 1 bit a value, a run's first frame about 4.6.
+#: cost about 1 bit a value, the first frame about 4.6.
 EMB_BITS_PER_VALUE = 1.5
 #: Sizing for a rate trades the last ×2 stage for a 4x larger embedding (total stride 32 at
 #: 320x180, not 64) where that embedding costs at most this share of the file's bits ...
@@ -38,7 +54,41 @@ FINE_EMB_MIN_REST_BITS = 60_000
 
 def delta_coded(t: int) -> bool:
     """Whether frame ``t``'s embedding is coded as the difference to frame ``t - 1``'s."""
-    return t % EMB_RUN != 0
+    return t != 0
+
+
+def context_rows(moved: np.ndarray, c: int) -> np.ndarray:
+    """Table rows of channel ``c``'s differences, (n, h, w), from ``moved`` (n, h, w): the sum of
+    |differences| of channels 0..c-1 at each position (zeros for c = 0). Integers only, so encoder
+    and decoder agree exactly."""
+    n, h, w = moved.shape
+    if c == 0:
+        return np.ones((n, h, w), dtype=np.int64)
+    pad = np.pad(moved.astype(np.int64), ((0, 0), (1, 1), (1, 1)))
+    ones = np.pad(np.ones((h, w), dtype=np.int64), 1)
+    box = sum(pad[:, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
+    cells = sum(ones[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
+    # the number of edges e with box / (cells * c) >= e, without dividing
+    q = sum((box >= e * cells * c).astype(np.int64) for e in EMB_CTX_EDGES)
+    return 2 + q
+
+
+def embedding_layout(ints: np.ndarray, first: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Integer embeddings (n, C, h, w) of consecutive frames → (values coded, table row of each),
+    format v3. ``first``: the block starts the clip (its frame 0 is coded as it is); otherwise
+    ``ints[0]`` is the predecessor of the block, and the result covers ``ints[1:]``."""
+    ints = np.asarray(ints, dtype=np.int64)
+    vals = ints[1:] - ints[:-1]
+    if first:
+        vals = np.concatenate([ints[:1], vals])
+    rows = np.empty(vals.shape, dtype=np.int64)
+    moved = np.zeros((len(vals), *vals.shape[2:]), dtype=np.int64)
+    for c in range(vals.shape[1]):
+        rows[:, c] = context_rows(moved, c)
+        moved += np.abs(vals[:, c])
+    if first and len(vals):
+        rows[0] = 0
+    return vals, rows
 
 
 @dataclass
@@ -218,8 +268,8 @@ def dequantize_embeddings(emb: list[QuantizedTensor], frames: slice | None = Non
 class HNeRVStep(FrameStep):
     """HNeRV's training forward: the encoder's embedding of each frame, quantized, into the network.
 
-    The embedding rate is scored the way the file codes it: a frame inside a run
-    (:data:`EMB_RUN`) as the difference to its predecessor's integers. The predecessor's embedding
+    The embedding rate is scored the way the file codes it: every frame after the first as the
+    difference to its predecessor's integers. The predecessor's embedding
     is the one remembered from the last time that frame was trained (a plain attribute, not a
     buffer: DDP would overwrite it with rank 0's); until a frame has been seen, its successor is
     scored intra."""
@@ -234,14 +284,12 @@ class HNeRVStep(FrameStep):
     @torch.no_grad()
     def coded_extra_bits(self) -> float:
         """What the embeddings remembered so far cost under the coder's own tables, coded as the
-        file codes them (intra at a run's start, else the difference to the predecessor)."""
+        file codes them (:func:`embedding_layout`)."""
         if self.memory is None:
             return 0.0
-        ints = torch.round(self.memory / self.embq.step().view(1, -1, 1, 1)).cpu()
-        delta = torch.tensor([delta_coded(t) for t in range(len(ints))])
-        vals = ints.clone()
-        vals[1:] -= ints[:-1] * delta[1:].view(-1, 1, 1, 1)
-        return empirical_bits([vals[~delta], vals[delta]])
+        ints = torch.round(self.memory / self.embq.step().view(1, -1, 1, 1)).cpu().to(torch.int64)
+        vals, rows = (torch.from_numpy(a) for a in embedding_layout(ints.numpy()))
+        return empirical_bits([vals[rows == r] for r in range(EMB_ROWS)])
 
     def forward(self, x: torch.Tensor, emb_scale: float, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # on a CPU the encoder runs in float32 even inside bf16 autocast: its strided convolutions
@@ -265,7 +313,7 @@ class HNeRVStep(FrameStep):
         batch spans them, weighted by how often a batch holds that mode, so that the estimate of
         the whole clip counts each row once (an unbiased estimate over the batches of an epoch)."""
         T, n = self.frames, len(delta)
-        n_delta = T - -(-T // EMB_RUN)  # frames coded as differences
+        n_delta = T - 1  # frames coded as differences
         k_delta = int(delta.sum())
         intra, diff = self.embq.table_bits
         out = intra * ((n - k_delta) / n) / ((T - n_delta) / T)

@@ -19,10 +19,10 @@ from neural_codecs.models.inr import FitOptions
 HERE = Path(__file__).parent
 
 
-def clip() -> np.ndarray:
+def clip(frames: int = 4) -> np.ndarray:
     yy, xx = np.mgrid[0:16, 0:24]
     return np.stack([np.stack([(xx * 9 + t * 20) % 256, (yy * 13) % 256, ((xx + yy) * 5 + t * 7) % 256], -1)
-                     for t in range(4)]).astype(np.uint8)
+                     for t in range(frames)]).astype(np.uint8)
 
 
 def weights_sha256(groups) -> str:
@@ -43,12 +43,17 @@ def write(stem: str, res, doc: dict) -> None:
 
 
 def main() -> None:
-    res = nerv.encode(clip(), 24, model="hnerv", size=2500,
-                      options=FitOptions(epochs=2, batch=4, seed=3, precision="fp32"))
+    # from v3 the embeddings' differences run across E chunks under context rows: 20 frames make
+    # two chunks, a cut at frame 12 and 8 epochs without a rate term put values in every row
+    # (v1, v2: 4 frames, 2 epochs, default lam)
+    frames = clip(20)
+    frames[12:] = 255 - frames[12:, ::-1]
+    res = nerv.encode(frames, 24, model="hnerv", size=2500,
+                      options=FitOptions(epochs=8, batch=4, seed=3, precision="fp32", lam=0.0))
     e = hashlib.sha256(np.stack([t.ints.numpy() for t in res.fitted.emb], axis=1).astype("<i8").tobytes())
     write(f"nerv_tiny_v{nerv.FORMAT_VERSION}", res,
           {"weights_sha256": weights_sha256(res.fitted.groups), "embedding_steps": [t.step for t in res.fitted.emb],
-           "embeddings_sha256": e.hexdigest()})
+           "embeddings_sha256": e.hexdigest(), "embedding_chunks": -(-20 // nerv.EMB_RUNS[nerv.FORMAT_VERSION])})
 
 
 def nirvana() -> None:
