@@ -461,10 +461,16 @@ def pack(fitted: Fitted, fps, texts: dict[str, str] | None = None) -> bytes:
     if get_kind(kind).embeddings:  # the embeddings' steps and table ride in front of the network they feed
         ints = np.stack([t.ints.numpy() for t in fitted.emb], axis=1)
         steps = _pack_floats([t.step for t in fitted.emb])
-        vals, rows = embedding_layout(ints)
-        # one table shared by all ``E`` chunks
-        table, bodies = _smallest(lambda t: list(_emb_chunks(vals, rows, t)),
-                                  [vals[rows == r] for r in range(EMB_ROWS)])
+        # one table shared by all ``E`` chunks: context rows, or two rows where those cost less
+        best = None
+        for n_rows in (EMB_ROWS, 2):
+            vals, rows = embedding_layout(ints, contexts=n_rows > 2)
+            table, bodies = _smallest(lambda t: list(_emb_chunks(vals, rows, t)),
+                                      [vals[rows == r] for r in range(n_rows)])
+            size = len(table.to_bytes()) + sum(map(len, bodies))
+            if best is None or size < best[0]:
+                best = (size, table, bodies)
+        _, table, bodies = best
         tb = table.to_bytes()
         chunks[0] = (WEIGHTS, encode_uvarint(len(steps)) + steps + encode_uvarint(len(tb)) + tb + chunks[0][1])
         chunks += [(EMBEDDINGS, b) for b in bodies]
@@ -621,9 +627,10 @@ class NervReader:
                 if n > len(body) - pos:
                     raise bs.TruncatedError("embedding table runs past the chunk", self.name)
                 table, used = bs.CdfTable.from_bytes(body[pos:pos + n], self.name)
-                want = 2 if self.version == 2 else EMB_ROWS
-                if used != n or table.rows != want:
-                    raise NervError(f"embedding table has {table.rows} rows, {want} expected", self.name)
+                want = (2,) if self.version == 2 else (2, EMB_ROWS)
+                if used != n or table.rows not in want:
+                    raise NervError(f"embedding table has {table.rows} rows, "
+                                    f"{' or '.join(map(str, want))} expected", self.name)
                 pos += n
             emb = (steps, table)
             body = body[pos:]
@@ -647,7 +654,8 @@ class NervReader:
         vals = np.empty((n, c, h, w), dtype=np.int64)
         moved = np.zeros((n, h, w), dtype=np.int64)
         for k in range(c):
-            rows = context_rows(moved, k)
+            # seven rows: by context; two: every difference on row 1
+            rows = context_rows(moved, k) if table.rows > 2 else np.ones((n, h, w), dtype=np.int64)
             if run == 0:
                 rows[0] = 0  # the clip's first frame, as it is
             vals[:, k] = dec.decode_factorized(table, rows)

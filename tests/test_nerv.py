@@ -265,14 +265,16 @@ def test_other_containers_are_not_nerv():
 # -- golden file: the format is pinned -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
-def test_golden_nerv_file(version):
+@pytest.mark.parametrize("version, suffix, rows", [(1, "", None), (2, "", 2), (3, "", 2), (3, "_ctx", 7)])
+def test_golden_nerv_file(version, suffix, rows):
     """``tests/golden/nerv_tiny_v<N>.nerv`` (made by ``tests/golden/nerv_sample.py`` in format
     version N) keeps decoding: the integers exactly (entropy decoding is integer-only), the frames
     within 1 level (float convs may round differently on another CPU). v1 files (embeddings coded
     frame by frame, eight per chunk) and v2 files (differences within runs of 16) still decode
-    after v3 (differences across runs, under context rows; its golden file spans two runs)."""
-    stem = GOLDEN / f"nerv_tiny_v{version}"
+    after v3 (differences across runs; both v3 files span two runs): ``nerv_tiny_v3`` under the
+    two-row table the encoder picks for so few values, ``nerv_tiny_v3_ctx`` under the seven
+    context rows (written by the same script at commit 4507b4c, which always took them)."""
+    stem = GOLDEN / f"nerv_tiny_v{version}{suffix}"
     data = stem.with_suffix(".nerv").read_bytes()
     expect = json.loads(stem.with_suffix(".json").read_text())
     with nerv.NervReader(data) as r:
@@ -284,6 +286,8 @@ def test_golden_nerv_file(version):
             h.update(t.ints.numpy().astype("<i8").tobytes())
         assert h.hexdigest() == expect["weights_sha256"]
         assert coding[0] == expect["embedding_steps"]
+        if rows is not None:
+            assert coding[1].rows == rows
         if "embeddings_sha256" in expect:
             last, parts = None, []
             for j, c in enumerate(ei):
@@ -340,6 +344,7 @@ def test_embeddings_are_coded_as_differences_across_runs():
         wi, ei = r.index()
         assert len(ei) == 3
         _, coding = r._weights(r._r.read_chunk(wi[0]).body, None)
+        assert coding[1].rows == 2  # 35 small frames of values: context rows would cost more than they save
         last, got = None, []
         for j, e in enumerate(ei):
             got.append(r._embeddings(r._r.read_chunk(e).body, j, coding, last))
@@ -448,3 +453,37 @@ def test_embedding_context_rows_follow_the_earlier_channels():
     moved[0, 1, 1] = 9 * 2  # 9-cell sum 18 over 9 cells and c = 2 channels: 1 a cell and channel
     assert context_rows(moved, 2)[0, 1, 1] == 3
     assert np.array_equal(embedding_layout(ints[1:], first=False)[0], vals[2:])
+
+
+def test_context_rows_are_taken_where_they_pay():
+    """Embeddings whose channels move together (a region changes in every channel at once, the
+    rest stays): the encoder codes them under the seven context rows, smaller than under two, and
+    they decode exactly, every frame alone too."""
+    from neural_codecs.models.inr.hnerv import EMB_ROWS
+
+    cfg = hnerv_config(180, 320, 3000)
+    c, h, w = cfg.emb_shape
+    T = 48
+    rng = np.random.default_rng(11)
+    d = np.zeros((T, c, h, w), dtype=np.int64)
+    d[0] = rng.integers(-30, 31, size=(c, h, w))
+    for t in range(1, T):
+        y, x = rng.integers(0, h - 2), rng.integers(0, w - 3)
+        d[t, :, y:y + 2, x:x + 3] = rng.integers(-12, 13, size=(c, 2, 3))
+    d[1:] += rng.random((T - 1, c, h, w)) < 0.03  # a few stray unit steps elsewhere
+    ints = np.cumsum(d, axis=0)
+    emb = [QuantizedTensor(torch.from_numpy(ints[:, k].copy()), 0.1) for k in range(c)]
+    fitted = Fitted("hnerv", cfg, [QuantizedNet(build_net("hnerv", cfg)).export()], emb,
+                    frames=torch.zeros((T, 180, 320, 3), dtype=torch.uint8))
+    data = nerv.pack(fitted, 24)
+    with nerv.NervReader(data) as r:
+        wi, ei = r.index()
+        _, coding = r._weights(r._r.read_chunk(wi[0]).body, None)
+        assert coding[1].rows == EMB_ROWS
+        last, got = None, []
+        for j, e in enumerate(ei):
+            got.append(r._embeddings(r._r.read_chunk(e).body, j, coding, last))
+            last = got[-1][-1]
+        assert np.array_equal(np.concatenate(got), ints)
+        frames = r.frames()
+        assert np.array_equal(r.frame(T - 1), frames[T - 1])

@@ -73,19 +73,22 @@ def context_rows(moved: np.ndarray, c: int) -> np.ndarray:
     return 2 + q
 
 
-def embedding_layout(ints: np.ndarray, first: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def embedding_layout(ints: np.ndarray, first: bool = True, contexts: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Integer embeddings (n, C, h, w) of consecutive frames → (values coded, table row of each),
     format v3. ``first``: the block starts the clip (its frame 0 is coded as it is); otherwise
-    ``ints[0]`` is the predecessor of the block, and the result covers ``ints[1:]``."""
+    ``ints[0]`` is the predecessor of the block, and the result covers ``ints[1:]``.
+    ``contexts``: the :data:`EMB_ROWS` context rows; else two (first frame, differences), which
+    small files take where the five extra table rows cost more than they save."""
     ints = np.asarray(ints, dtype=np.int64)
     vals = ints[1:] - ints[:-1]
     if first:
         vals = np.concatenate([ints[:1], vals])
-    rows = np.empty(vals.shape, dtype=np.int64)
-    moved = np.zeros((len(vals), *vals.shape[2:]), dtype=np.int64)
-    for c in range(vals.shape[1]):
-        rows[:, c] = context_rows(moved, c)
-        moved += np.abs(vals[:, c])
+    rows = np.ones(vals.shape, dtype=np.int64)
+    if contexts:
+        moved = np.zeros((len(vals), *vals.shape[2:]), dtype=np.int64)
+        for c in range(vals.shape[1]):
+            rows[:, c] = context_rows(moved, c)
+            moved += np.abs(vals[:, c])
     if first and len(vals):
         rows[0] = 0
     return vals, rows
@@ -288,8 +291,11 @@ class HNeRVStep(FrameStep):
         if self.memory is None:
             return 0.0
         ints = torch.round(self.memory / self.embq.step().view(1, -1, 1, 1)).cpu().to(torch.int64)
-        vals, rows = (torch.from_numpy(a) for a in embedding_layout(ints.numpy()))
-        return empirical_bits([vals[rows == r] for r in range(EMB_ROWS)])
+        costs = []
+        for contexts in (True, False):  # the file takes the cheaper
+            vals, rows = (torch.from_numpy(a) for a in embedding_layout(ints.numpy(), contexts=contexts))
+            costs.append(empirical_bits([vals[rows == r] for r in range(EMB_ROWS)]))
+        return min(costs)
 
     def forward(self, x: torch.Tensor, emb_scale: float, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # on a CPU the encoder runs in float32 even inside bf16 autocast: its strided convolutions
