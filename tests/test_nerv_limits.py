@@ -79,3 +79,20 @@ def test_the_cli_refuses_in_one_line_and_obeys_raised_limits(files, tmp_path):
     assert not (tmp_path / "out.mp4").exists()
     r = subprocess.run(cli + ["info", str(bomb), "--max-frames", "2^22", "--json"], capture_output=True, text=True)
     assert r.returncode == 0 and json.loads(r.stdout)["frames"] == 1 << 21
+
+
+def test_v3_description_takes_the_frame_size_from_the_header(files):
+    """A v3 header's description leaves out the frame size and pixel format (the container header
+    holds the size; the format is rgb24); one that does state them must agree."""
+    data = files["hnerv"]
+    doc = json.loads(bs.ContainerReader(data, extra_critical=nerv.CHUNK_TYPES).header.params)
+    assert doc["v"] == 3 and "pix_fmt" not in doc and not {"height", "width"} & set(doc["config"])
+    with nerv.NervReader(data) as r:
+        assert (r.config.height, r.config.width) == (r.height, r.width) == (16, 16)
+    with pytest.raises(nerv.NervError, match="disagree on the frame size"):
+        nerv.NervReader(forge(data, height=32))
+    r = bs.ContainerReader(data, extra_critical=nerv.CHUNK_TYPES)
+    bad = bs.Header(kind=r.header.kind, width=16, height=16, channels=3, count=r.header.count, fps=Fraction(25),
+                    params=json.dumps({**doc, "pix_fmt": "yuv420p"}).encode())
+    with pytest.raises(nerv.NervError, match="pixel format"):
+        nerv.NervReader(bs.write_container(bad, [(c.type, c.body) for c in r.chunks()]))
