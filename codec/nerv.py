@@ -676,6 +676,19 @@ class NervReader:
             raise ValueError("a v3 run after the first needs its predecessor's integers")
         return last[None] + np.cumsum(vals, axis=0)
 
+    def embedding_ints(self) -> np.ndarray | None:
+        """The clip's integer embeddings (T, C, h, w) as the file codes them (HNeRV); None for
+        kinds without embeddings. Integers only: nothing is rendered."""
+        wi, ei = self.index()
+        _, emb_coding = self._weights(self._r.read_chunk(wi[0]).body, None)
+        if emb_coding is None:
+            return None
+        last, parts = None, []
+        for run, e in enumerate(ei):
+            parts.append(self._embeddings(self._r.read_chunk(e).body, run, emb_coding, last))
+            last = parts[-1][-1]
+        return np.concatenate(parts)
+
     def _dequantized(self, ints: np.ndarray, emb) -> torch.Tensor:
         steps, _ = emb
         return dequantize_embeddings([QuantizedTensor(torch.from_numpy(ints[:, k].copy()), steps[k])

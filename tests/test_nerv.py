@@ -289,11 +289,7 @@ def test_golden_nerv_file(version, suffix, rows):
         if rows is not None:
             assert coding[1].rows == rows
         if "embeddings_sha256" in expect:
-            last, parts = None, []
-            for j, c in enumerate(ei):
-                parts.append(r._embeddings(r._r.read_chunk(c).body, j, coding, last))
-                last = parts[-1][-1]
-            ints = np.concatenate(parts).astype("<i8")
+            ints = r.embedding_ints().astype("<i8")
             assert hashlib.sha256(ints.tobytes()).hexdigest() == expect["embeddings_sha256"]
             assert len(ei) == expect.get("embedding_chunks", 1)
         frames = r.frames()
@@ -345,11 +341,7 @@ def test_embeddings_are_coded_as_differences_across_runs():
         assert len(ei) == 3
         _, coding = r._weights(r._r.read_chunk(wi[0]).body, None)
         assert coding[1].rows == 2  # 35 small frames of values: context rows would cost more than they save
-        last, got = None, []
-        for j, e in enumerate(ei):
-            got.append(r._embeddings(r._r.read_chunk(e).body, j, coding, last))
-            last = got[-1][-1]
-        assert np.array_equal(np.concatenate(got), ints)
+        assert np.array_equal(r.embedding_ints(), ints)
         frames = r.frames()
         for i in (0, EMB_RUN - 1, EMB_RUN, EMB_RUN + 1, T - 1):
             assert np.array_equal(r.frame(i), frames[i])
@@ -480,10 +472,6 @@ def test_context_rows_are_taken_where_they_pay():
         wi, ei = r.index()
         _, coding = r._weights(r._r.read_chunk(wi[0]).body, None)
         assert coding[1].rows == EMB_ROWS
-        last, got = None, []
-        for j, e in enumerate(ei):
-            got.append(r._embeddings(r._r.read_chunk(e).body, j, coding, last))
-            last = got[-1][-1]
-        assert np.array_equal(np.concatenate(got), ints)
+        assert np.array_equal(r.embedding_ints(), ints)
         frames = r.frames()
         assert np.array_equal(r.frame(T - 1), frames[T - 1])
