@@ -40,7 +40,7 @@ from neural_codecs.models.inr import EMB_RUN, KINDS, FitOptions, Fitted, Quantiz
 from neural_codecs.models.inr.distributed import team
 from neural_codecs.models.inr.fit import probe_step_seconds
 from neural_codecs.models.inr.quant import ROW_CAPS, SMALL_TENSOR as QUANT_SMALL_TENSOR, TABLE_SPAN
-from neural_codecs.models.inr.hnerv import EMB_BITS_PER_VALUE, EMB_ROWS, context_rows, embedding_layout
+from neural_codecs.models.inr.hnerv import EMB_BITS_PER_VALUE, EMB_ROWS, EmbeddingRows, embedding_layout
 
 from .eval import metrics
 
@@ -662,32 +662,35 @@ class NervReader:
         if self.version == 2:
             return np.cumsum(dec.decode_factorized(table, _v2_rows((n, c, h, w))), axis=0)
         vals = np.empty((n, c, h, w), dtype=np.int64)
-        moved = np.zeros((n, h, w), dtype=np.int64)
+        rule = EmbeddingRows(n, h, w, first=run == 0, contexts=table.rows > 2)  # seven rows: by context
         for k in range(c):
-            # seven rows: by context; two: every difference on row 1
-            rows = context_rows(moved, k) if table.rows > 2 else np.ones((n, h, w), dtype=np.int64)
-            if run == 0:
-                rows[0] = 0  # the clip's first frame, as it is
-            vals[:, k] = dec.decode_factorized(table, rows)
-            moved += np.abs(vals[:, k])
+            vals[:, k] = dec.decode_factorized(table, rule.next())
+            rule.observe(vals[:, k])
         if run == 0:
             return np.cumsum(vals, axis=0)
         if last is None:
             raise ValueError("a v3 run after the first needs its predecessor's integers")
         return last[None] + np.cumsum(vals, axis=0)
 
+    def _runs(self, emb_coding, first_run: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """(run, its integer embeddings) for each run from ``first_run`` on. v3 decodes the runs
+        before it too (integers only), whose last frame its differences start from."""
+        _, ei = self.index()
+        last = None
+        for run in range(first_run if self.version < 3 else 0, len(ei)):
+            ints = self._embeddings(self._r.read_chunk(ei[run]).body, run, emb_coding, last)
+            last = ints[-1]
+            if run >= first_run:
+                yield run, ints
+
     def embedding_ints(self) -> np.ndarray | None:
         """The clip's integer embeddings (T, C, h, w) as the file codes them (HNeRV); None for
         kinds without embeddings. Integers only: nothing is rendered."""
-        wi, ei = self.index()
+        wi, _ = self.index()
         _, emb_coding = self._weights(self._r.read_chunk(wi[0]).body, None)
         if emb_coding is None:
             return None
-        last, parts = None, []
-        for run, e in enumerate(ei):
-            parts.append(self._embeddings(self._r.read_chunk(e).body, run, emb_coding, last))
-            last = parts[-1][-1]
-        return np.concatenate(parts)
+        return np.concatenate([ints for _, ints in self._runs(emb_coding)])
 
     def _dequantized(self, ints: np.ndarray, emb) -> torch.Tensor:
         steps, _ = emb
@@ -705,7 +708,7 @@ class NervReader:
         """Decode front to back, yielding uint8 (n, H, W, 3) batches as chunks arrive: each
         network as its ``W`` chunk arrives, then its frames (with embeddings: one ``E`` chunk's run
         at a time; else ``batch`` frames at a time)."""
-        wi, ei = self.index()
+        wi, _ = self.index()
         prev = None
         for g, info in enumerate(wi):
             prev, emb_coding = self._weights(self._r.read_chunk(info).body, prev)
@@ -716,10 +719,7 @@ class NervReader:
                     yield self._kind.render(self.config, net, count=self.count,
                                             frames=range(lo, min(span.stop, lo + batch)), device=device).numpy()
                 continue
-            last = None
-            for run, e in enumerate(ei):
-                ints = self._embeddings(self._r.read_chunk(e).body, run, emb_coding, last)
-                last = ints[-1]
+            for run, ints in self._runs(emb_coding):
                 emb = self._dequantized(ints, emb_coding)
                 lo = run * self.emb_run
                 yield self._kind.render(self.config, net, count=self.count, frames=range(lo, lo + len(emb)),
@@ -733,20 +733,15 @@ class NervReader:
         to the one that renders it, and the ``E`` chunks up to its own (v3; v1 and v2: its own)."""
         if not 0 <= i < self.count:
             raise IndexError(f"frame {i} out of range (file holds {self.count})")
-        wi, ei = self.index()
+        wi, _ = self.index()
         g = self._kind.group_of(self.config, i)
         prev = emb_coding = None
         for info in wi[:g + 1]:
             prev, emb_coding = self._weights(self._r.read_chunk(info).body, prev)
         emb = None
         if emb_coding is not None:
-            run = i // self.emb_run
+            run, ints = next(self._runs(emb_coding, i // self.emb_run))
             k = i - run * self.emb_run
-            last = None
-            # v3 differences run on across runs: the integers of the runs before (no rendering)
-            for j in range(run if self.version >= 3 else 0):
-                last = self._embeddings(self._r.read_chunk(ei[j]).body, j, emb_coding, last)[-1]
-            ints = self._embeddings(self._r.read_chunk(ei[run]).body, run, emb_coding, last)
             emb = self._dequantized(ints[k:k + 1], emb_coding)
         return self._kind.render(self.config, self._net(prev), count=self.count, frames=range(i, i + 1), emb=emb,
                                  device=device).numpy()[0]

@@ -73,6 +73,28 @@ def context_rows(moved: np.ndarray, c: int) -> np.ndarray:
     return 2 + q
 
 
+class EmbeddingRows:
+    """Format v3's table rows of a block of frames (n, C, h, w), channel by channel: the one rule
+    the encoder's :func:`embedding_layout` and the decoder's channel-by-channel loop share. Ask
+    :meth:`next` for a channel's rows, then hand its values to :meth:`observe`.
+    ``first``: the block starts the clip (its frame 0 on row 0); ``contexts``: the
+    :data:`EMB_ROWS` context rows, else every difference on row 1."""
+
+    def __init__(self, n: int, h: int, w: int, first: bool, contexts: bool):
+        self.moved = np.zeros((n, h, w), dtype=np.int64)
+        self.first, self.contexts, self.c = first, contexts, 0
+
+    def next(self) -> np.ndarray:
+        rows = context_rows(self.moved, self.c) if self.contexts else np.ones(self.moved.shape, dtype=np.int64)
+        if self.first and len(rows):
+            rows[0] = 0  # the clip's first frame, as it is
+        self.c += 1
+        return rows
+
+    def observe(self, vals: np.ndarray) -> None:
+        self.moved += np.abs(vals)
+
+
 def embedding_layout(ints: np.ndarray, first: bool = True, contexts: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Integer embeddings (n, C, h, w) of consecutive frames → (values coded, table row of each),
     format v3. ``first``: the block starts the clip (its frame 0 is coded as it is); otherwise
@@ -83,14 +105,11 @@ def embedding_layout(ints: np.ndarray, first: bool = True, contexts: bool = True
     vals = ints[1:] - ints[:-1]
     if first:
         vals = np.concatenate([ints[:1], vals])
-    rows = np.ones(vals.shape, dtype=np.int64)
-    if contexts:
-        moved = np.zeros((len(vals), *vals.shape[2:]), dtype=np.int64)
-        for c in range(vals.shape[1]):
-            rows[:, c] = context_rows(moved, c)
-            moved += np.abs(vals[:, c])
-    if first and len(vals):
-        rows[0] = 0
+    rows = np.empty(vals.shape, dtype=np.int64)
+    rule = EmbeddingRows(len(vals), *vals.shape[2:], first=first, contexts=contexts)
+    for c in range(vals.shape[1]):
+        rows[:, c] = rule.next()
+        rule.observe(vals[:, c])
     return vals, rows
 
 
