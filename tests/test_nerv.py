@@ -428,6 +428,40 @@ def test_hnerv_training_step_keeps_its_embedding_memory_on_the_model_device():
     assert step.memory.device.type == "meta" and step.seen.tolist() == [True, True, True, False]
 
 
+def test_hnerv_drops_its_encoder_late_and_trains_each_embedding():
+    """After :data:`FREE_FROM` of the plan the encoder's embeddings become parameters of their own
+    (one per frame, a larger learning rate); the encoder gets no more gradients, the file's
+    embeddings are those parameters, and a rollback to before the release undoes it."""
+    from neural_codecs.models.inr import hnerv
+    from neural_codecs.models.inr.train import adam
+
+    T = 3
+    cfg = nerv.make_config("hnerv", 20, 28, T, size=3000)
+    Hp, Wp = cfg.padded
+    step = hnerv.HNeRVStep(QuantizedNet(build_net("hnerv", cfg), 8), T, cfg)
+    x = torch.rand(T, 3, Hp, Wp)
+    opts = nerv.FitOptions(lr=1e-3)
+    opt = adam(list(step.parameters()), opts)
+    assert [g["lr"] for g in opt.param_groups][2:] == [1e-3 * hnerv.FREE_LR_MULT]
+    assert not step.release(x, "cpu", share=hnerv.FREE_FROM - 0.01)
+    before = {k: v.clone() if torch.is_tensor(v) else v for k, v in step.state_dict().items()}
+    assert step.release(x, "cpu", share=hnerv.FREE_FROM)
+    assert not step.release(x, "cpu", share=1.0)  # once
+    with torch.no_grad():
+        assert torch.allclose(step.free[1], step.enc(x[1:2])[0], atol=1e-6)
+    y, bits = step(x[1:2], float(T), torch.tensor([1]))
+    (y.square().mean() + 1e-6 * bits).backward()
+    assert all(p.grad is None for p in step.enc.parameters())
+    assert step.free[1].grad is not None and step.free[0].grad is None and step.free[2].grad is None
+    with torch.no_grad():
+        step.free[2].add_(1.0)
+    emb_q, _, deq = step.finish(x, "cpu")
+    steps = torch.tensor([t.step for t in emb_q])
+    assert torch.allclose(deq[2], torch.round(step.free[2] / steps.view(-1, 1, 1)) * steps.view(-1, 1, 1))
+    step.load_state_dict(before)
+    assert not step.released and not step.free[2].abs().sum()
+
+
 def test_embedding_context_rows_follow_the_earlier_channels():
     """Format v3's table rows: the clip's first frame on row 0, channel 0's differences on row 1,
     and channel c > 0's on 2 + how many of the edges the earlier channels' motion around the value

@@ -113,6 +113,20 @@ def test_planner_fits_epochs_into_the_budget(monkeypatch):
     assert late.after_epoch(1) == 1  # over budget: stop after what is done
 
 
+def test_planner_plans_from_the_epochs_after_a_change_of_cost(monkeypatch):
+    """After HNeRV drops its encoder an epoch is cheaper: the plan follows the new cost, not the
+    average since the start."""
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    p = Planner(epochs=1000, budget=100.0)
+    now[0] = 40.0  # four epochs of 10 s
+    assert p.after_epoch(4) == 4 + int(60 / 10)
+    p.rebase(4)
+    assert p.after_epoch(4) == 10  # nothing measured since: the plan stands
+    now[0] = 50.0  # two epochs of 5 s
+    assert p.after_epoch(6) == 6 + int(50 / 5)
+
+
 def test_hnerv_sizing_holds_small_budgets():
     for budget in (1500, 3000, 10_000, 40_000):
         cfg = hnerv_config(72, 128, budget)
@@ -138,15 +152,15 @@ def test_sizing_for_a_rate_buys_a_finer_embedding_only_where_it_is_affordable():
     """The 4x embedding (one ×2 stage fewer) where it costs ≤ a quarter of the file and leaves the
     decoder room; a short or small clip, and a size given in parameters, keep the default strides."""
     default = default_strides(180, 320)
-    assert nerv.make_config("hnerv", 180, 320, 48).strides == default[:-1]
-    assert nerv.make_config("hnerv", 360, 640, 8).strides == default_strides(360, 640)[:-1]
-    assert nerv.make_config("hnerv", 180, 320, 8).strides == default  # decoder would keep ~4k params
-    assert nerv.make_config("hnerv", 72, 128, 240).strides == default_strides(72, 128)  # over a quarter
+    assert nerv.make_config("hnerv", 180, 320, 48, bpp=0.05).strides == default[:-1]
+    assert nerv.make_config("hnerv", 360, 640, 8, bpp=0.05).strides == default_strides(360, 640)[:-1]
+    assert nerv.make_config("hnerv", 180, 320, 8, bpp=0.05).strides == default  # decoder would keep ~4k params
+    assert nerv.make_config("hnerv", 72, 128, 240, bpp=0.05).strides == default_strides(72, 128)  # over a quarter
     assert nerv.make_config("hnerv", 180, 320, 48, size=30_000).strides == default
     for T, H, W in ((48, 180, 320), (240, 360, 640), (8, 72, 128)):
-        cfg = nerv.make_config("hnerv", H, W, T)
+        cfg = nerv.make_config("hnerv", H, W, T, bpp=0.05)
         c, h, w = cfg.emb_shape
-        assert hnerv.EMB_BITS_PER_VALUE * c * h * w * T <= hnerv.FINE_EMB_SHARE * 0.05 * T * H * W or cfg.strides == default_strides(H, W)
+        assert hnerv.embedding_bits(c, h, w, T) <= hnerv.FINE_EMB_SHARE * 0.05 * T * H * W or cfg.strides == default_strides(H, W)
 
 
 def test_overhead_counts_what_the_file_spends_besides_the_weights():
@@ -318,7 +332,7 @@ def test_cli_says_what_it_will_do_and_keeps_the_time_budget(clip_path, tmp_path)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     plan = next(line for line in err.splitlines() if line.startswith("training hnerv"))
-    assert "target 0.05 bpp" in plan and "epochs planned to fit 3 s" in plan
+    assert f"target {nerv.DEFAULT_BPP} bpp" in plan and "epochs planned to fit 3 s" in plan
     assert out.exists()
     p = _cli("encode", clip_path, "-o", tmp_path / "m.nerv", "--preset", "fast", "--device", "cpu")
     _, err = p.communicate(timeout=120)

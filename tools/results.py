@@ -90,7 +90,7 @@ def steps(data: Path, work: Path, quick: bool = False) -> list[Step]:
         Step("video-baselines2", "video", "x264 / x265 / SVT-AV1 (PyAV) on the second clip",
              ["video_baselines.py", str(clip2), "--out", str(w / "video" / "baselines2")]
              + (["--codecs", "x264", "--crf-list", "30"] if q else [])),
-        *[Step(f"video-defaults-{tag}", "video", f"nervcodec encode's defaults (preset medium, 0.05 bpp) on {what}",
+        *[Step(f"video-defaults-{tag}", "video", f"nervcodec encode's defaults (preset medium, default rate) on {what}",
                ["bench_nerv.py", str(path), "--out", str(w / "video" / f"defaults-{tag}"), "--baselines", "",
                 "--run", "hnerv:size=3k,epochs=1" if q else "hnerv:", "--repeats", "1" if q else "3"])
           for tag, path, what in (("clip", clip, "the benchmark clip"), ("clip2", clip2, "the second clip"))],

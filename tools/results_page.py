@@ -188,7 +188,9 @@ def defaults_lines(work: Path) -> list[str]:
                          _f(pt["psnr"] - ref, "+.2f") if ref is not None else "—", _f(pt["encode_s"], ".0f")])
     if not rows:
         return []
-    return (["### `nervcodec encode` with its defaults (preset medium, 0.05 bpp asked), both clips", ""]
+    from neural_codecs.codec.nerv import DEFAULT_BPP
+
+    return ([f"### `nervcodec encode` with its defaults (preset medium, {DEFAULT_BPP} bpp asked), both clips", ""]
             + _table(["clip", "bpp", "RGB PSNR (dB)", "x264 medium at that bpp", "difference", "encode (s)"], rows)
             + ["", "x264 is interpolated linearly in log bpp between its measured points (steps `video-baselines*`).",
                ""])

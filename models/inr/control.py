@@ -87,6 +87,11 @@ class Planner:
         self.cap, self.budget, self.reserve, self.least = epochs, budget, reserve, least
         self.t0 = time.perf_counter()
         self.planned = epochs
+        self.mark: tuple[int, float] | None = None  # (epochs done, seconds) when epochs changed cost
+
+    def rebase(self, done: int) -> None:
+        """Epochs from ``done`` on cost differently (a cheaper training form): plan from those."""
+        self.mark = (done, time.perf_counter() - self.t0)
 
     def _fit(self, per_epoch: float, done: int, elapsed: float) -> int:
         left = self.budget - self.reserve * per_epoch - elapsed
@@ -104,7 +109,10 @@ class Planner:
         """Re-plan after ``done`` epochs; returns the epochs now planned (≥ ``done``)."""
         if self.budget is not None and done > 0:
             elapsed = time.perf_counter() - self.t0
-            self.planned = self._fit(elapsed / done, done, elapsed)
+            if self.mark is None:
+                self.planned = self._fit(elapsed / done, done, elapsed)
+            elif done > self.mark[0]:
+                self.planned = self._fit((elapsed - self.mark[1]) / (done - self.mark[0]), done, elapsed)
         return self.planned
 
 

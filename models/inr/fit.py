@@ -65,19 +65,24 @@ def fit(frames, kind: str, cfg, opts: FitOptions = FitOptions(), progress: Progr
 
 def probe_step_seconds(frames, kind: str, cfg, opts: FitOptions, steps: int = 3) -> tuple[float, int]:
     """Time training steps of ``kind`` on a throwaway network (one warm-up step, then the median of
-    ``steps``): returns (seconds per step, steps per epoch). What a plan of the encode is built on."""
+    ``steps``): returns (seconds per step, steps per epoch). What a plan of the encode is built on.
+    A kind whose training changes form part way (HNeRV drops its encoder) probes each form and
+    weighs it by its share of the steps."""
     k = get_kind(kind)
     opts = k.resolve(opts)
     target = to_target(frames[: max(1, min(len(frames), opts.batch))])
     state = torch.random.get_rng_state()
     try:
         one, per_epoch = k.probe(target, cfg, opts, len(frames))
-        times = []
-        for i in range(steps + 1):
-            t = time.perf_counter()
-            one()
-            if i:
-                times.append(time.perf_counter() - t)
+        total = 0.0
+        for share, phase in (one if isinstance(one, list) else [(1.0, one)]):
+            times = []
+            for i in range(steps + 1):
+                t = time.perf_counter()
+                phase()
+                if i:
+                    times.append(time.perf_counter() - t)
+            total += share * sorted(times)[len(times) // 2]
     finally:
         torch.random.set_rng_state(state)
-    return sorted(times)[len(times) // 2], per_epoch
+    return total, per_epoch

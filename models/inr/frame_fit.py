@@ -41,6 +41,15 @@ class FrameStep(nn.Module):
         """What the per-frame data costs under the coder's tables (the rate control adds it)."""
         return 0.0
 
+    #: Share of the planned epochs after which :meth:`release` switches form (None: never).
+    release_at: float | None = None
+
+    def release(self, padded: torch.Tensor, device: str, share: float) -> bool:
+        """Called after every epoch with the ``share`` of the planned epochs done: a step that
+        can switch to a cheaper training form here (HNeRV drops its encoder) does, and says so
+        (the time plan then re-measures an epoch)."""
+        return False
+
     def finish(self, padded: torch.Tensor, device: str) -> tuple[list[QuantizedTensor] | None, float, torch.Tensor | None]:
         """After training: (the per-frame integers a file stores, their estimated bits, their
         dequantized values for rendering); None, 0, None where nothing is stored per frame."""
@@ -63,9 +72,10 @@ def fit_frames(kind: "FrameKind", target: torch.Tensor, cfg, opts: FitOptions, p
     padded = pad_frames(target, Hp, Wp)
     qnet = QuantizedNet(kind.build(cfg), opts.bits).to(dev)
     inner = kind.train_step(qnet, T, cfg).to(dev)
-    params = list(inner.parameters())
     step_net: nn.Module = inner
     if tm.size > 1:
+        for p in getattr(inner, "free", ()):  # the release is one process's (every parameter of a
+            p.requires_grad_(False)  # DDP module must have a gradient on every step)
         import warnings
 
         from torch.nn.parallel import DistributedDataParallel
@@ -74,6 +84,7 @@ def fit_frames(kind: "FrameKind", target: torch.Tensor, cfg, opts: FitOptions, p
         # copy per step, harmless at these sizes, but the warning would repeat on every rank
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         step_net = DistributedDataParallel(inner)
+    params = [p for p in inner.parameters() if p.requires_grad]
     steps_per_epoch = -(-T // opts.batch)
     opt = adam(params, opts, opts.epochs * steps_per_epoch)
     pixels = T * H * W
@@ -136,6 +147,9 @@ def fit_frames(kind: "FrameKind", target: torch.Tensor, cfg, opts: FitOptions, p
                 hist[-1]["rolled_back"] = True
             if rate.target is not None:
                 rate.after_epoch(coded_bits())
+            if tm.size == 1 and inner.release(padded, dev, epoch / planner.planned):
+                planner.rebase(epoch)
+                hist[-1]["released"] = True
             sched.replan(planner.after_epoch(epoch) * steps_per_epoch)
             every = steer_every(rate, planner.planned * steps_per_epoch, steps_per_epoch)
     if not tm.root:
@@ -164,7 +178,15 @@ def probe_frames(kind: "FrameKind", target: torch.Tensor, cfg, opts: FitOptions,
         loss.backward()
         opt.step()
 
-    return one, -(-frames // opts.batch)
+    at = step_net.release_at
+    if at is None:
+        return one, -(-frames // opts.batch)
+
+    def late():
+        step_net.release(x, opts.device, 1.0)  # once, on the first call (a warm-up step)
+        one()
+
+    return [(at, one), (1.0 - at, late)], -(-frames // opts.batch)
 
 
 class FrameKind(InrKind):

@@ -39,9 +39,19 @@ EMB_CTX_EDGES = (1, 3, 6, 12)
 #: context of the other channels' differences.
 EMB_ROWS = 2 + len(EMB_CTX_EDGES) + 1
 
-#: Embedding bits per value assumed when sizing: frames coded as differences to their predecessor
-#: cost about 1 bit a value, the first frame about 4.6.
-EMB_BITS_PER_VALUE = 1.5
+#: Embedding bits per value assumed when sizing: the clip's first frame, coded as it is ...
+EMB_INTRA_BITS = 4.6
+#: ... and every later one, coded as the difference to its predecessor (format v3, context rows).
+#: Measured in the defaults' files (240 frames at 320x180): 0.80 bits a value on the benchmark
+#: clip, 1.78 on the second. Sizing reserved 1.5 a value for every frame until 2026-12-08 (format
+#: v2's cost), so long clips got a network too small for their target: the benchmark clip's 240
+#: frames at 640x360 ended 24-30 % under it.
+EMB_DELTA_BITS = 1.0
+
+
+def embedding_bits(c: int, h: int, w: int, frames: int) -> float:
+    """Bits sizing reserves for a clip's embeddings of shape (c, h, w) a frame."""
+    return c * h * w * (EMB_INTRA_BITS + EMB_DELTA_BITS * max(0, frames - 1))
 #: Sizing for a rate trades the last ×2 stage for a 4x larger embedding (total stride 32 at
 #: 320x180, not 64) where that embedding costs at most this share of the file's bits ...
 FINE_EMB_SHARE = 0.25
@@ -50,6 +60,13 @@ FINE_EMB_SHARE = 0.25
 #: larger embedding gains up to 0.8 dB where both hold, and loses 0.5–2.8 dB at 8 frames of
 #: 320x180, where the decoder would keep 3.6k parameters.
 FINE_EMB_MIN_REST_BITS = 60_000
+
+#: Share of the planned epochs after which the encoder is dropped: each frame's embedding, as the
+#: encoder gives it then, becomes a trained value of its own (see :meth:`HNeRVStep.release`).
+FREE_FROM = 0.5
+#: Learning-rate factor of those free embeddings: each is updated once an epoch (one frame a
+#: step), not every step as the network is.
+FREE_LR_MULT = 30.0
 
 
 def delta_coded(t: int) -> bool:
@@ -249,8 +266,8 @@ def hnerv_config(height: int, width: int, budget: int, *, emb_ch: int = 8,
                  strides: tuple[int, ...] | None = None, kernels: tuple[int, ...] = ()) -> HNeRVConfig:
     """Size an HNeRV decoder for ``height``×``width`` frames to ``budget`` parameters.
 
-    The stem width is solved for the budget; when even the narrowest stem is over it, the block
-    widths' floor ``min_ch`` comes down step by step (:data:`MIN_CH_STEPS`), then the kernels to
+    The stem width is solved for the budget; when even the narrowest stem is over it (or the stem
+    would be narrower than the floor), the block widths' floor ``min_ch`` comes down step by step (:data:`MIN_CH_STEPS`), then the kernels to
     3×3, so a tiny budget gives a tiny network rather than one ten times over."""
     strides = tuple(strides) if strides else default_strides(height, width)
     choices = [(m, tuple(kernels)) for m in MIN_CH_STEPS]
@@ -260,7 +277,9 @@ def hnerv_config(height: int, width: int, budget: int, *, emb_ch: int = 8,
             return decoder_params(HNeRVConfig(height, width, strides, c0, emb_ch, ks, min_ch=min_ch))
 
         c0 = solve_width(make, budget)
-        if make(c0) <= budget:
+        # a stem narrower than the blocks' floor would be the network's bottleneck (48 frames at
+        # 320x180, 0.05 bpp: a 5-wide stem before 12-wide blocks): take the next floor instead
+        if make(c0) <= budget and c0 >= min_ch:
             break
     return HNeRVConfig(height, width, strides, c0, emb_ch, ks, min_ch=min_ch)
 
@@ -274,7 +293,7 @@ def rate_strides(height: int, width: int, frames: int, bits: float) -> tuple[int
         return strides
     fewer = strides[:-1]
     c, h, w = HNeRVConfig(height, width, fewer, 1).emb_shape
-    emb_bits = EMB_BITS_PER_VALUE * c * h * w * frames
+    emb_bits = embedding_bits(c, h, w, frames)
     if emb_bits <= FINE_EMB_SHARE * bits and bits - emb_bits >= FINE_EMB_MIN_REST_BITS:
         return fewer
     return strides
@@ -302,6 +321,39 @@ class HNeRVStep(FrameStep):
         self.embq = QuantizedLatents(cfg.emb_ch)
         self.memory: torch.Tensor | None = None  # (T, C, h, w) dequantized embeddings
         self.seen: torch.Tensor | None = None  # (T,) bool
+        # one parameter a frame, so a step's zero_grad(set_to_none) leaves the others without a
+        # gradient and Adam skips them (exact sparse updates, per-frame step counts)
+        self.free = nn.ParameterList(nn.Parameter(torch.zeros(cfg.emb_shape)) for _ in range(frames))
+        for p in self.free:
+            p._lr_mult = FREE_LR_MULT
+        self.released = False  # in the state dict (extra state): a rollback to before undoes it
+
+    @property
+    def release_at(self) -> float:
+        return FREE_FROM
+
+    def get_extra_state(self) -> dict:
+        return {"released": self.released}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.released = bool(state["released"])
+
+    @torch.no_grad()
+    def release(self, padded: torch.Tensor, device: str, share: float) -> bool:
+        """Drop the encoder after :data:`FREE_FROM` of the planned epochs (``share`` done): the
+        embeddings it gives now become parameters, trained directly from here on. Why: the
+        encoder is a third of a step's time (320x180, 2 threads: 56 ms a step, 36 without it)
+        and is not stored; late in training it has found the embeddings' shape, and each frame's
+        own values can follow the decoder more closely than a shared encoder can. True if it
+        released now."""
+        if self.released or share < self.release_at:
+            return False
+        for i in range(0, len(padded), 8):
+            z = self.enc(padded[i:i + 8].to(device))
+            for j, zj in enumerate(z):
+                self.free[i + j].copy_(zj)
+        self.released = True
+        return True
 
     @torch.no_grad()
     def coded_extra_bits(self) -> float:
@@ -320,9 +372,12 @@ class HNeRVStep(FrameStep):
         # on a CPU the encoder runs in float32 even inside bf16 autocast: its strided convolutions
         # are slower in bf16 there (320x180, one thread: 16.3 vs 20.2 ms a frame, forward and
         # backward); elsewhere it follows the step's precision
-        cpu = x.device.type == "cpu"
-        with torch.autocast(device_type="cpu", enabled=False) if cpu else contextlib.nullcontext():
-            z = self.enc(x)
+        if self.released:
+            z = torch.stack([self.free[int(t)] for t in idx])
+        else:
+            cpu = x.device.type == "cpu"
+            with torch.autocast(device_type="cpu", enabled=False) if cpu else contextlib.nullcontext():
+                z = self.enc(x)
         if self.memory is None:
             self.memory = torch.zeros((self.frames, *z.shape[1:]), device=z.device)
             self.seen = torch.zeros(self.frames, dtype=torch.bool)
@@ -351,7 +406,10 @@ class HNeRVStep(FrameStep):
         self.enc.eval()
         self.embq.eval()
         T = len(padded)
-        z = torch.cat([self.enc(padded[i:i + 8].to(device)) for i in range(0, T, 8)])
+        if self.released:
+            z = torch.stack(list(self.free))
+        else:
+            z = torch.cat([self.enc(padded[i:i + 8].to(device)) for i in range(0, T, 8)])
         deq, zq, _ = self.embq(z)
         prev = torch.cat([deq[:1], deq[:-1]])  # each frame's predecessor (frame 0: itself, unused)
         _, _, ebits = self.embq(z, prev, torch.tensor([delta_coded(t) for t in range(T)]))
@@ -370,7 +428,7 @@ class HNeRV(FrameKind):
     config = HNeRVConfig
     field_limits = {"c0": 4096, "emb_ch": 256, "min_ch": 4096}
     embeddings = True
-    preset_epochs = {"fast": 12, "medium": 55, "slow": 150}
+    preset_epochs = {"fast": 12, "medium": 90, "slow": 150}
 
     def build(self, cfg):
         return HNeRVDecoder(cfg)

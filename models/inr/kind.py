@@ -117,7 +117,8 @@ class InrKind:
 
     def probe(self, target: torch.Tensor, cfg, opts: FitOptions, frames: int):
         """(one training step as a callable, steps per epoch) on a throwaway network, for timing;
-        ``target`` holds the first frames of the clip (a batch's worth)."""
+        ``target`` holds the first frames of the clip (a batch's worth). A training that changes
+        form part way gives a list of (share of the steps, step callable) instead of one callable."""
         raise NotImplementedError
 
     def planned_epochs(self, cfg, opts: FitOptions, frames: int) -> float:
