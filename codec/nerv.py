@@ -99,12 +99,9 @@ class NervError(MalformedError):
 BITS_PER_PARAM = 3.0
 #: Table bytes assumed per table row of a trained network (a row spans a few dozen values).
 TABLE_ROW_BYTES = 40
-#: The target rate when the user names neither a size nor a rate. HNeRV's rate-distortion curve is
-#: flatter than x264's: at 0.05 bpp HNeRV trails x264 medium by 0.9 dB on the benchmark clip
-#: (240 frames at 320x180, 55 epochs), at 0.022 by 0.7, at 0.014 it leads by 0.45 (x264 falls
-#: off faster at low rates). Chosen below that crossover, on the benchmark clip; the second clip
-#: checks it (2026-12-08, RESULTS.md). For higher quality ask for a rate (--bpp) or a PSNR.
-DEFAULT_BPP = 0.015
+#: The target rate when the user names neither a size nor a rate: the default model's (each kind
+#: has its own, :attr:`~models.inr.kind.InrKind.default_bpp`; see :func:`default_bpp`).
+DEFAULT_BPP = get_kind("hnerv").default_bpp
 #: λ a rate-controlled fit starts from. Low on purpose: λ that starts high coarsens the learned
 #: quantization steps in the first epochs, and lowering λ afterwards does not make them fine
 #: again (48 frames at 320x180, 0.05 bpp asked, λ from 0.02: 0.029 bpp, with λ down at 1e-5 by
@@ -178,14 +175,19 @@ def _budget(kind: str, height: int, width: int, frames: int, bpp: float, group: 
     return budget
 
 
+def default_bpp(kind: str) -> float:
+    """The rate ``kind`` is trained for when the user names neither a size nor a rate."""
+    return get_kind(kind).default_bpp
+
+
 def make_config(kind: str, height: int, width: int, frames: int, *, size: int | None = None,
                 bpp: float | None = None, group: int = 16):
     """A model config for ``kind`` sized by parameter count ``size`` or for a target ``bpp``
-    (default :data:`DEFAULT_BPP`), counting what the file spends besides the weights."""
+    (default: the kind's, :func:`default_bpp`), counting what the file spends besides the weights."""
     k = get_kind(kind)
     if size is not None:
         return k.size(height, width, frames, max(size, MIN_BUDGET), group)
-    bpp = bpp if bpp is not None else DEFAULT_BPP
+    bpp = bpp if bpp is not None else default_bpp(kind)
     size = _budget(kind, height, width, frames, bpp, group)
     return k.size_for_rate(height, width, frames, max(size, MIN_BUDGET), group, bpp * frames * height * width)
 
@@ -505,7 +507,7 @@ def prepare(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | Non
             bpp: float | None = None, options: FitOptions | None = None, group: int = 16,
             rate_control: bool | None = None):
     """The config and options :func:`encode` trains with: the network sized by ``size`` or for
-    ``bpp`` (default :data:`DEFAULT_BPP`), and, unless ``rate_control`` is False (default: on
+    ``bpp`` (default: the kind's, :func:`default_bpp`), and, unless ``rate_control`` is False (default: on
     when no ``size`` is given), λ steered so the file lands near that bpp."""
     T, H, W, _ = _check_frames(frames).shape
     opts = get_kind(model).resolve(options or FitOptions(), team().size)
@@ -513,7 +515,7 @@ def prepare(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | Non
     if rate_control is None:
         rate_control = size is None
     if rate_control and opts.target_bpp is None:
-        opts = dataclasses.replace(opts, target_bpp=bpp if bpp is not None else DEFAULT_BPP, lam=START_LAM)
+        opts = dataclasses.replace(opts, target_bpp=bpp if bpp is not None else default_bpp(model), lam=START_LAM)
     if opts.target_bpp is not None:
         room = opts.target_bpp * T * H * W / 8
         opts = dataclasses.replace(opts, overhead_bits=overhead_bits(model, cfg, T, fps, tables=False, room=room))
@@ -539,7 +541,7 @@ def encode(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | None
     shared (:mod:`models.inr.distributed`) and rank 0 gets the result; other ranks get None.
 
     ``size`` is the network's parameter count (or, for NIRVANA, of all groups together as a
-    budget); ``bpp`` sizes it from a target rate instead (default :data:`DEFAULT_BPP`), and then
+    budget); ``bpp`` sizes it from a target rate instead (default: the kind's), and then
     λ is steered towards that rate unless ``rate_control`` is False (:func:`prepare`).
     ``options`` sets epochs, λ, device, seed, a time budget.
     """

@@ -14,7 +14,7 @@ the same frames (``tools/video_baselines.py``). Results: one CompressAI-style JS
 ``--run MODEL:key=value,...`` (keys: size, bpp, epochs, preset, time (seconds), lam, lr, batch,
 group; NIRVANA's start_epochs, first_epochs, and psnr: target_psnr, a group stops at this training
 PSNR) may be repeated; ``--run hnerv:`` is exactly ``nervcodec encode``'s defaults (preset medium,
-0.05 bpp with λ steered towards it; a ``lam`` or ``size`` key fixes λ as the CLI's flags do);
+the default rate with λ steered towards it; a ``lam`` or ``size`` key fixes λ as the CLI's flags do);
 runs finish one by one and their JSON is rewritten after each, so an interrupted benchmark keeps
 what it finished.
 """

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("clip")
     ap.add_argument("--start", type=int, default=0, help="first frame of the clip to use (default 0)")
-    ap.add_argument("--bpp", type=float, default=nerv.DEFAULT_BPP)
+    ap.add_argument("--bpp", type=float, help="target rate (default: the model's)")
     ap.add_argument("--frames", default="8,48,240")
     ap.add_argument("--sizes", default="128x72,320x180,640x360")
     ap.add_argument("--model", default="hnerv", choices=nerv.KINDS)
@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     set_threads(args.threads)
+    if args.bpp is None:
+        args.bpp = nerv.default_bpp(args.model)
     epochs, budget = nerv.training_plan(args.model, args.preset)
     rows = []
     for size in args.sizes.split(","):

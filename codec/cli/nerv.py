@@ -37,7 +37,7 @@ PROG = "nervcodec"
 MAX_STDIN_BYTES = 1 << 32
 
 EPILOG = """examples:
-  nervcodec encode clip.mp4 -o clip.nerv                      # HNeRV at ~0.05 bpp, preset medium
+  nervcodec encode clip.mp4 -o clip.nerv                      # HNeRV at ~0.015 bpp, preset medium
   nervcodec encode clip.mp4 --bpp 0.1 --preset slow           # more bits, more training
   nervcodec encode clip.mp4 --time 5m                         # plan the training to end in 5 minutes
   nervcodec encode clip.mp4 --model nirvana --bpp 0.04 --epochs 150
@@ -57,11 +57,12 @@ Models: hnerv (frame embeddings + conv decoder; best quality per bit here), nerv
 -> network, nothing per frame), nirvana (one small network per group of frames, residual-coded;
 fastest to encode). Weights are quantized while training and entropy coded.
 
-Rate: --bpp (default 0.05) sizes the network and steers the rate weight λ during training so the
-file lands near it; --lam fixes λ instead, --size fixes the network's parameter count.
-Time: --preset fast|medium|slow sets the epochs like x264's presets (medium: 240 frames at 320x180
-in about 8 minutes on 2 cores, its training capped at 9 minutes on slower machines); --time 5m plans
-the epochs to end within a wall-clock budget.
+Rate: --bpp (default 0.015 for hnerv, a low rate, where HNeRV beats x264 here; ask 0.05 or more
+for higher quality; 0.05 for the others) sizes the network and steers the rate weight λ during training so the file lands near it;
+--lam fixes λ instead, --size fixes the network's parameter count.
+Time: --preset fast|medium|slow sets the epochs like x264's presets (medium: up to 90 epochs, its
+training capped at 9 minutes: 240 frames at 320x180 take about 9 minutes on 2 cores); --time 5m
+plans the epochs to end within a wall-clock budget.
 Before training the encoder says what it will train and about how long it will take. Ctrl-C while
 training stops it and writes the file with the network trained so far; a second Ctrl-C abandons.
 CUDA is used when present (--device). Errors print one line and exit with status 2; an error
@@ -383,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--size", type=parse_size, help="network parameters, e.g. 100k (NIRVANA: all groups)")
     g.add_argument("--bpp", type=real(0, strict=True),
-                   help=f"target bits per pixel: sizes the network and steers λ towards it (default {nerv.DEFAULT_BPP})")
+                   help="target bits per pixel: sizes the network and steers λ towards it (default: "
+                        + ", ".join(f"{k} {nerv.default_bpp(k)}" for k in nerv.KINDS) + ")")
     p.add_argument("--preset", choices=tuple(nerv.PRESETS), default=nerv.DEFAULT_PRESET,
                    help="training effort, as x264's presets: epochs per model, training capped in time "
                         "(%(default)s; " + "; ".join(

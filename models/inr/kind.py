@@ -34,6 +34,8 @@ class InrKind:
     ranks_share_batch: bool = True
     #: whether the file stores per-frame embeddings (``E`` chunks) beside the weights
     embeddings: bool = False
+    #: target bits per pixel when the user names neither a size nor a rate
+    default_bpp: float = 0.05
     #: epochs of each encoder preset (``codec.nerv.PRESETS``)
     preset_epochs: dict[str, int] = {}
     #: the kind's own options (a dataclass; None: it has none)
