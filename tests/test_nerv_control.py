@@ -274,6 +274,9 @@ def test_plan_estimate_is_in_seconds_of_this_machine():
 
 def test_presets_and_durations():
     assert set(nerv.PRESETS) == {"fast", "medium", "slow"}
+    # each kind's own default rate: HNeRV's below its crossover with x264, the others' as measured
+    assert nerv.default_bpp("hnerv") == nerv.DEFAULT_BPP < nerv.default_bpp("nirvana") == nerv.default_bpp("nervpp")
+    assert nerv.prepare(tiny_clip(T=4, H=16, W=16), 25, model="nirvana")[1].target_bpp == nerv.default_bpp("nirvana")
     for name in nerv.PRESETS:
         assert set(nerv.PRESETS[name]) == set(nerv.KINDS)
     assert all(nerv.PRESETS["fast"][k] < nerv.PRESETS["medium"][k] < nerv.PRESETS["slow"][k] for k in nerv.KINDS)
