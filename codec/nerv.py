@@ -507,8 +507,8 @@ def prepare(frames: np.ndarray, fps=25, *, model: str = "hnerv", size: int | Non
             bpp: float | None = None, options: FitOptions | None = None, group: int = 16,
             rate_control: bool | None = None):
     """The config and options :func:`encode` trains with: the network sized by ``size`` or for
-    ``bpp`` (default: the kind's, :func:`default_bpp`), and, unless ``rate_control`` is False (default: on
-    when no ``size`` is given), λ steered so the file lands near that bpp."""
+    ``bpp`` (default: the kind's, :func:`default_bpp`), and, unless ``rate_control`` is False
+    (default: on when no ``size`` is given), λ steered so the file lands near that bpp."""
     T, H, W, _ = _check_frames(frames).shape
     opts = get_kind(model).resolve(options or FitOptions(), team().size)
     cfg = make_config(model, H, W, T, size=size, bpp=bpp, group=group)

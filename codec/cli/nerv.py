@@ -58,8 +58,8 @@ Models: hnerv (frame embeddings + conv decoder; best quality per bit here), nerv
 fastest to encode). Weights are quantized while training and entropy coded.
 
 Rate: --bpp (default 0.015 for hnerv, a low rate, where HNeRV beats x264 here; ask 0.05 or more
-for higher quality; 0.05 for the others) sizes the network and steers the rate weight λ during training so the file lands near it;
---lam fixes λ instead, --size fixes the network's parameter count.
+for higher quality; 0.05 for the others) sizes the network and steers the rate weight λ during
+training so the file lands near it; --lam fixes λ instead, --size fixes the parameter count.
 Time: --preset fast|medium|slow sets the epochs like x264's presets (medium: up to 90 epochs, its
 training capped at 9 minutes: 240 frames at 320x180 take about 9 minutes on 2 cores); --time 5m
 plans the epochs to end within a wall-clock budget.

@@ -44,6 +44,10 @@ class FrameStep(nn.Module):
     #: Share of the planned epochs after which :meth:`release` switches form (None: never).
     release_at: float | None = None
 
+    def late_parameters(self) -> list[nn.Parameter]:
+        """Parameters only the form after :meth:`release` trains (none here)."""
+        return []
+
     def release(self, padded: torch.Tensor, device: str, share: float) -> bool:
         """Called after every epoch with the ``share`` of the planned epochs done: a step that
         can switch to a cheaper training form here (HNeRV drops its encoder) does, and says so
@@ -74,7 +78,7 @@ def fit_frames(kind: "FrameKind", target: torch.Tensor, cfg, opts: FitOptions, p
     inner = kind.train_step(qnet, T, cfg).to(dev)
     step_net: nn.Module = inner
     if tm.size > 1:
-        for p in getattr(inner, "free", ()):  # the release is one process's (every parameter of a
+        for p in inner.late_parameters():  # the release is one process's (every parameter of a
             p.requires_grad_(False)  # DDP module must have a gradient on every step)
         import warnings
 

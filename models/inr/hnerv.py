@@ -270,7 +270,8 @@ def hnerv_config(height: int, width: int, budget: int, *, emb_ch: int = 8,
 
     The stem width is solved for the budget; when even the narrowest stem is over it (or the stem
     would be narrower than the floor), the block widths' floor ``min_ch`` comes down step by step
-    (:data:`MIN_CH_STEPS`), then the kernels to 3×3, so a tiny budget gives a tiny network rather than one ten times over."""
+    (:data:`MIN_CH_STEPS`), then the kernels to 3×3, so a tiny budget gives a tiny network rather
+    than one ten times over."""
     strides = tuple(strides) if strides else default_strides(height, width)
     choices = [(m, tuple(kernels)) for m in MIN_CH_STEPS]
     choices += [(m, tuple(min(k, 3) for k in HNeRVConfig(1, 1, strides, 1).kernels)) for m in MIN_CH_STEPS[-2:]]
@@ -330,9 +331,10 @@ class HNeRVStep(FrameStep):
             p._lr_mult = FREE_LR_MULT
         self.released = False  # in the state dict (extra state): a rollback to before undoes it
 
-    @property
-    def release_at(self) -> float:
-        return FREE_FROM
+    release_at = FREE_FROM
+
+    def late_parameters(self) -> list[nn.Parameter]:
+        return list(self.free)
 
     def get_extra_state(self) -> dict:
         return {"released": self.released}
@@ -350,12 +352,14 @@ class HNeRVStep(FrameStep):
         the gain. True if it released now."""
         if self.released or share < self.release_at:
             return False
-        for i in range(0, len(padded), 8):
-            z = self.enc(padded[i:i + 8].to(device))
-            for j, zj in enumerate(z):
-                self.free[i + j].copy_(zj)
+        for p, z in zip(self.free, self._encode_all(padded, device)):
+            p.copy_(z)
         self.released = True
         return True
+
+    def _encode_all(self, padded: torch.Tensor, device: str) -> torch.Tensor:
+        """The encoder's embeddings of every frame, 8 frames at a time."""
+        return torch.cat([self.enc(padded[i:i + 8].to(device)) for i in range(0, len(padded), 8)])
 
     @torch.no_grad()
     def coded_extra_bits(self) -> float:
@@ -411,7 +415,7 @@ class HNeRVStep(FrameStep):
         if self.released:
             z = torch.stack(list(self.free))
         else:
-            z = torch.cat([self.enc(padded[i:i + 8].to(device)) for i in range(0, T, 8)])
+            z = self._encode_all(padded, device)
         deq, zq, _ = self.embq(z)
         prev = torch.cat([deq[:1], deq[:-1]])  # each frame's predecessor (frame 0: itself, unused)
         _, _, ebits = self.embq(z, prev, torch.tensor([delta_coded(t) for t in range(T)]))
